@@ -1,0 +1,84 @@
+"""Ingest job: read every `[[sources]]` entry into the documents table; bad records go to the quarantine.
+
+    python -m jobs.ingest --config configs/demo.toml
+    spark-submit jobs/ingest.py --config configs/demo.toml
+
+Writes `OUTPUT/ingest/documents/` (DOCUMENT_SCHEMA), `OUTPUT/ingest/quarantine/` (id, source, uri,
+reason, raw) and `_LEDGER.json`. Files are the unit of parallelism: the driver lists them, tasks read them.
+"""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from jobs.common import JobResult, input_hash, job_main, run_job, write_parquet_table
+from pipeline.config import BuildConfig, IngestConfig, SourceConfig
+from pipeline.documents import DOCUMENT_COLUMNS
+from pipeline.ingest import INGEST_SCHEMA, OK, QUARANTINED, ingest_file
+from pipeline.io.readers import list_source_files
+from pipeline.ledger import Ledger
+
+JOB = "ingest"
+
+
+def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
+    digest = input_hash(cfg, JOB, ("sources", "ingest"), upstream=())
+    return run_job(cfg, JOB, digest, lambda tmp: _ingest(spark, cfg, tmp), force=force)
+
+
+def _ingest(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
+    tasks = [(source.name, uri) for source in cfg.sources for uri in list_source_files(source)]
+    files = spark.createDataFrame(tasks, "source string, uri string")
+    files = files.repartition(max(1, min(len(tasks), spark.sparkContext.defaultParallelism * 4)))
+    sources = {source.name: source for source in cfg.sources}
+    rows = files.mapInArrow(_read_files(sources, cfg.ingest), from_arrow_schema(INGEST_SCHEMA))
+    rows = _resolve_duplicate_ids(rows).persist()
+    try:
+        ledger = _count(rows)
+        documents = rows.where(F.col("status") == OK).select(*DOCUMENT_COLUMNS)
+        write_parquet_table(documents, f"{tmp}/documents", cfg.build.output_files)
+        quarantine = rows.where(F.col("status") == QUARANTINED).select("id", "source", "uri", "reason", "raw")
+        write_parquet_table(quarantine, f"{tmp}/quarantine", 1, key="uri")
+    finally:
+        rows.unpersist()
+    return ledger
+
+
+def _read_files(sources: dict[str, SourceConfig], cfg: IngestConfig):
+    """The mapInArrow function: (source, uri) rows in, ingest rows out. Takes its config as arguments."""
+
+    def read(batches):
+        for batch in batches:
+            for source_name, uri in zip(batch.column("source").to_pylist(), batch.column("uri").to_pylist()):
+                yield from ingest_file(sources[source_name], uri, cfg)
+
+    return read
+
+
+def _resolve_duplicate_ids(rows: DataFrame) -> DataFrame:
+    """pipeline.ingest.resolve_duplicate_ids' rule as a window: the n-th other holder of an id gets `id~n`."""
+    order = Window.partitionBy("id").orderBy("content_hash", "uri")
+    rank = F.row_number().over(order) - 1
+    good = rows.where(F.col("status") == OK).withColumn(
+        "id", F.when(rank == 0, F.col("id")).otherwise(F.concat(F.col("id"), F.lit("~"), rank.cast("string")))
+    )
+    return good.unionByName(rows.where(F.col("status") != OK))
+
+
+def _count(rows: DataFrame) -> Ledger:
+    ledger = Ledger(job=JOB)
+    counts = rows.groupBy("source", "status", "reason").count().collect()
+    for row in sorted(counts, key=lambda r: (r["source"], r["status"], r["reason"] or "")):
+        outcome = "written" if row["status"] == OK else "quarantined"
+        ledger.add(row["source"], outcome, row["reason"], row["count"])
+    return ledger
+
+
+def main(argv: list[str] | None = None) -> None:
+    job_main(JOB, __doc__.splitlines()[0], run, argv)
+
+
+if __name__ == "__main__":
+    main()

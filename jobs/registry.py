@@ -1,0 +1,25 @@
+"""The build's jobs in the order they run. Each module has `run(spark, cfg, force) -> JobResult`."""
+
+from __future__ import annotations
+
+import importlib
+
+JOB_ORDER: tuple[str, ...] = ("ingest",)
+
+
+def job_module(name: str):
+    if name not in JOB_ORDER:
+        raise ValueError(f"unknown job {name!r}; the jobs are, in order: {', '.join(JOB_ORDER)}")
+    return importlib.import_module(f"jobs.{name}")
+
+
+def select_jobs(only: str | None = None, until: str | None = None) -> list[str]:
+    """The jobs `rnj run` runs: one (`--only`), the prefix up to one (`--until`), or all."""
+    for name in (only, until):
+        if name is not None:
+            job_module(name)
+    if only:
+        return [only]
+    if until:
+        return list(JOB_ORDER[: JOB_ORDER.index(until) + 1])
+    return list(JOB_ORDER)

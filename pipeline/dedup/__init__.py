@@ -1,0 +1,1 @@
+"""Deduplication rounds: exact, MinHash-LSH near-duplicates, boilerplate lines, decontamination."""

@@ -1,0 +1,1 @@
+"""Quality filters: each returns (keep, reason)."""

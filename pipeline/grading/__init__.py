@@ -1,0 +1,1 @@
+"""Grading: domain, difficulty score and tier."""

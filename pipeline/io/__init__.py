@@ -1,0 +1,1 @@
+"""Reading sources from any fsspec URI and writing datasets."""

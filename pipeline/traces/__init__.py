@@ -1,0 +1,1 @@
+"""Execution traces: run code in a sandbox and render what it did."""

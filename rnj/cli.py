@@ -1,0 +1,105 @@
+"""`rnj`: the command line on top of the jobs and the model. Nothing imports this module."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """rnj: data pipeline, curriculum builder and trainer for an Rnj-1-style model."""
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="folder to write the sample to")
+@click.option("--max-docs", default=3000, show_default=True, help="documents in the whole sample (about)")
+@click.option("--max-bytes", default=20_000_000, show_default=True, help="bytes in the whole sample (about)")
+@click.option("--seed", default=0, show_default=True, help="seed of every random choice")
+def sample(out: str, max_docs: int, max_bytes: int, seed: int) -> None:
+    """Build a sample corpus from this machine's Python installation (code, docs, math problems)."""
+    from pipeline.sample import build_sample
+
+    start = time.perf_counter()
+    stats = build_sample(out, max_docs=max_docs, max_bytes=max_bytes, seed=seed)
+    table = Table(title=f"sample corpus in {out} ({time.perf_counter() - start:.1f}s)")
+    table.add_column("part")
+    table.add_column("documents", justify="right")
+    table.add_row("code files", f"{stats.code_files} ({stats.code_bytes / 1e6:.1f} MB, {len(stats.repos)} repos)")
+    table.add_row("docstrings", str(stats.docstrings))
+    table.add_row("package docs", str(stats.docs))
+    table.add_row("math problems", str(stats.problems))
+    table.add_row("held-out problems (eval)", str(stats.heldout))
+    table.add_row("runnable units", str(stats.units))
+    console.print(table)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--only", default=None, help="run just this job")
+@click.option("--until", default=None, help="run the jobs up to and including this one")
+@click.option("--force", is_flag=True, help="rerun jobs whose output is already committed")
+@click.option("--master", default=None, help="Spark master (default: $SPARK_MASTER, else local[*])")
+@click.option("--print-spark-submit", is_flag=True, help="print the equivalent spark-submit commands instead")
+def run(config: str, only: str | None, until: str | None, force: bool, master: str | None,
+        print_spark_submit: bool) -> None:
+    """Run the build's jobs in order in one SparkSession, then print their ledgers."""
+    from jobs.registry import job_module, select_jobs
+    from pipeline.config import load_build
+
+    cfg = load_build(config)
+    try:
+        names = select_jobs(only, until)
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    if print_spark_submit:
+        for name in names:
+            click.echo(spark_submit_command(name, config, force))
+        return
+    from jobs.common import describe
+    from jobs.spark import get_spark
+
+    spark = get_spark(master, app_name=f"rnj-{cfg.build.name}")
+    results = []
+    for i, name in enumerate(names, start=1):
+        with console.status(f"[{i}/{len(names)}] {name} ..."):
+            result = job_module(name).run(spark, cfg, force=force)
+        console.print(describe(result))
+        results.append(result)
+    console.print(_ledger_table(results))
+    console.print(f"outputs under {cfg.build.output}")
+
+
+def spark_submit_command(job: str, config: str, force: bool) -> str:
+    jobs_dir = Path(__file__).resolve().parent.parent / "jobs"
+    parts = ["spark-submit", "--conf", f"spark.pyspark.python={sys.executable}",
+             str(jobs_dir / f"{job}.py"), "--config", os.path.abspath(config)]
+    if force:
+        parts.append("--force")
+    return shlex.join(parts)
+
+
+def _ledger_table(results) -> Table:
+    table = Table(title="ledgers")
+    for column in ("job", "state", "read", "written", "dropped", "quarantined", "seconds"):
+        table.add_column(column, justify="left" if column in ("job", "state") else "right")
+    for r in results:
+        ledger = r.ledger
+        dropped = ", ".join(f"{k}={v}" for k, v in ledger.dropped.items()) or "0"
+        quarantined = ", ".join(f"{k}={v}" for k, v in ledger.quarantined.items()) or "0"
+        table.add_row(r.job, "skipped" if r.skipped else "ran", str(ledger.read), str(ledger.written), dropped,
+                      quarantined, f"{r.seconds:.1f}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
