@@ -12,6 +12,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from rnj.model_cmd import convert_group, model_group
+
 console = Console()
 
 
@@ -99,6 +101,10 @@ def _ledger_table(results) -> Table:
         table.add_row(r.job, "skipped" if r.skipped else "ran", str(ledger.read), str(ledger.written), dropped,
                       quarantined, f"{r.seconds:.1f}")
     return table
+
+
+main.add_command(model_group)
+main.add_command(convert_group)
 
 
 if __name__ == "__main__":
