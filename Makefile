@@ -9,9 +9,16 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(PY))
 export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) system-deps
+
+# bubblewrap gives the traces sandbox its namespace layer; without it the sandbox falls back to the other
+# layers (docs/traces.md). Installed when missing and we may (root with apt-get); never fatal.
+system-deps:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap \
+	  >/dev/null 2>&1; } ; command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap not installed; the traces sandbox runs without its namespace layer"; }
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

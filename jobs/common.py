@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import hashlib
 import posixpath
-import re
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.pandas.types import to_arrow_schema
 
 from jobs.spark import get_spark
 from pipeline.commit import JobOutput
@@ -72,35 +74,56 @@ def run_job(
     return JobResult(job, output.uri, False, ledger, time.perf_counter() - start)
 
 
-def write_parquet_table(df: DataFrame, uri: str, files: int, key: str = "id") -> None:
+def write_parquet_table(df: DataFrame, uri: str, files: int, key: str = "id", row_group_rows: int = 8192) -> None:
     """Write `df` as exactly `files` Parquet files named part-00000.parquet ..., each sorted by `key`.
 
-    Rows go to files by a hash of `key` and are sorted inside each file, so the bytes depend on the rows
-    alone, not on how Spark partitioned them on the way.
+    Rows go to files by a hash of `key` and are sorted inside each file; each task then writes its file with
+    pyarrow in fixed-size row groups. The bytes depend on the rows alone, not on how Spark partitioned them
+    on the way (Spark's own Parquet writer varies the order of footer fields between runs). A retried task
+    rewrites the same bytes to the same name, so retries and speculation are harmless.
     """
-    (
-        df.repartition(files, key)
-        .sortWithinPartitions(key)
-        .write.mode("overwrite")
-        .option("compression", "zstd")
-        .parquet(uri)
-    )
-    tidy_spark_output(uri)
-
-
-_PART = re.compile(r"^part-(\d+)-.*\.parquet$")
-
-
-def tidy_spark_output(uri: str) -> None:
-    """Give Spark's part files stable names and drop its markers and checksums."""
+    schema = to_arrow_schema(df.schema)
     fs, path = fsspec.core.url_to_fs(uri)
-    for entry in fs.ls(path, detail=False):
-        name = posixpath.basename(entry)
-        match = _PART.match(name)
-        if match:
-            fs.mv(entry, posixpath.join(path, f"part-{int(match.group(1)):05d}.parquet"))
-        elif name.startswith(("_", ".")):
-            fs.rm(entry)
+    fs.makedirs(path, exist_ok=True)
+    ordered = df.repartition(files, key).sortWithinPartitions(key)
+    writer = _partition_writer(uri, schema, row_group_rows)
+    written = {row["part"] for row in ordered.mapInArrow(writer, "part int, rows long").collect()}
+    for part in sorted(set(range(files)) - written):  # a hash bucket that received no rows
+        _write_part(uri, part, schema, [], row_group_rows)
+
+
+def _partition_writer(uri: str, schema: pa.Schema, row_group_rows: int):
+    def write(batches):
+        from pyspark import TaskContext
+
+        part = TaskContext.get().partitionId()
+        rows = _write_part(uri, part, schema, batches, row_group_rows)
+        yield pa.RecordBatch.from_pydict({"part": [part], "rows": [rows]},
+                                         schema=pa.schema([("part", pa.int32()), ("rows", pa.int64())]))
+
+    return write
+
+
+def _write_part(uri: str, part: int, schema: pa.Schema, batches, row_group_rows: int) -> int:
+    fs, path = fsspec.core.url_to_fs(uri)
+    rows = 0
+    with fs.open(posixpath.join(path, f"part-{part:05d}.parquet"), "wb") as f:
+        with pq.ParquetWriter(f, schema, compression="zstd") as out:
+            pending: list[pa.RecordBatch] = []
+            pending_rows = 0
+            for batch in batches:
+                pending.append(batch.cast(schema) if batch.schema != schema else batch)
+                pending_rows += batch.num_rows
+                while pending_rows >= row_group_rows:  # fixed row groups: independent of Arrow batch sizes
+                    table = pa.Table.from_batches(pending, schema)
+                    out.write_table(table.slice(0, row_group_rows), row_group_size=row_group_rows)
+                    rest = table.slice(row_group_rows)
+                    pending, pending_rows = rest.to_batches(), rest.num_rows
+                    rows += row_group_rows
+            if pending_rows or rows == 0:
+                out.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
+                rows += pending_rows
+    return rows
 
 
 DOCUMENT_INPUTS: dict[str, tuple[str, ...]] = {

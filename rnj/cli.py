@@ -12,7 +12,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from rnj.grade_cmd import grade_group
 from rnj.model_cmd import convert_group, model_group
+from rnj.traces_cmd import traces_group
 
 console = Console()
 
@@ -105,6 +107,8 @@ def _ledger_table(results) -> Table:
 
 main.add_command(model_group)
 main.add_command(convert_group)
+main.add_command(traces_group)
+main.add_command(grade_group)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""Execution traces: run code in a sandbox and render what it did."""
+"""Execution traces: run code units in a sandbox and render what they did, line by line (docs/traces.md)."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import time
 
 import pytest
 import torch
@@ -275,20 +274,18 @@ def test_bf16_autocast_runs_with_float32_norms_and_logits():
     assert (logits - reference).abs().max().item() < 0.15
 
 
-def test_tiny_training_step_is_well_under_a_second():
+def test_tiny_training_steps_lower_the_loss():
+    # Speed is a benchmark's business (bench/train.py), not a test's: a step of `tiny` takes 0.01-0.1 s here.
     model = _tiny()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     tokens, targets, doc_ids = _packed_batch()
-    losses, times = [], []
+    losses = []
     for _ in range(4):
-        start = time.perf_counter()
         out = model(tokens, doc_ids, targets=targets)
         (out.loss_sum / out.num_tokens).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
         losses.append(out.mean.item())
-    assert min(times[1:]) < 0.5, times  # typically 0.01-0.1 s; the margin absorbs a busy shared machine
     assert losses[-1] < losses[0]
 
 

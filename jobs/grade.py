@@ -1,0 +1,220 @@
+"""Grade job: quality filters, domain, difficulty and tier for every document that dedup kept.
+
+    python -m jobs.grade --config configs/demo.toml
+    spark-submit jobs/grade.py --config configs/demo.toml
+
+Reads the committed `dedup` documents; writes `OUTPUT/grade/documents/` (pipeline.grading.grade.GRADED_SCHEMA),
+`report.json` (pipeline/grading/report.py) and `_LEDGER.json` (dropped documents under their first failed
+rule). Ranks are exact and corpus-wide: a window over (domain, raw score, id) of the small (id, domain, score)
+table, joined back by id, so outputs are byte-identical whatever the partitioning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+
+import fsspec
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+
+from jobs.common import (
+    JobResult,
+    input_hash,
+    job_main,
+    read_upstream_documents,
+    run_job,
+    upstream_jobs,
+    write_parquet_table,
+)
+from pipeline.config import BuildConfig
+from pipeline.grading.base import GradeContext
+from pipeline.grading.classifier import LinearClassifier, files_fingerprint, load_labelled, train_classifier
+from pipeline.grading.config import GradeConfig
+from pipeline.grading.grade import (
+    ANALYSED_SCHEMA,
+    GRADED_COLUMNS,
+    PROSE_DOMAINS,
+    SCORED_SCHEMA,
+    WORD_COUNT_SCHEMA,
+    analyse_batch,
+    grade_batch,
+    vocabulary_counts,
+)
+from pipeline.grading.reference import reference_fingerprint
+from pipeline.grading.report import QUANTILES, build_report
+from pipeline.ledger import Ledger
+
+JOB = "grade"
+REPORT = "report.json"
+
+
+def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
+    digest = input_hash(cfg, JOB, ("grade",), upstream=upstream_jobs(cfg, JOB))
+    labels = cfg.grade.domain.classifier_paths
+    if labels:  # the labelled files' bytes, not just their names, decide whether the output is current
+        digest = hashlib.sha256(f"{digest}\n{files_fingerprint(labels)}".encode()).hexdigest()
+    if cfg.grade.reference_model.enabled:  # so do the reference checkpoint's and tokenizer's
+        digest = hashlib.sha256(f"{digest}\n{reference_fingerprint(cfg.grade.reference_model)}".encode()).hexdigest()
+    return run_job(cfg, JOB, digest, lambda tmp: grade(spark, cfg, read_upstream_documents(spark, cfg, JOB), tmp),
+                   force=force)
+
+
+def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str) -> Ledger:
+    """The job's body over any documents DataFrame: writes `tmp/documents` and `tmp/report.json`."""
+    grade_cfg = cfg.grade
+    classifier = _train_classifier(grade_cfg)
+    analysed = documents.mapInArrow(_analyse(grade_cfg, classifier), from_arrow_schema(ANALYSED_SCHEMA)).persist()
+    try:
+        ledger = _count(analysed)
+        kept = analysed.where(F.col("keep"))
+        common = _common_words(kept, grade_cfg) if grade_cfg.enabled and grade_cfg.difficulty.enabled else None
+        context = GradeContext(common_words=common, markers=grade_cfg.difficulty.trace_markers)
+        scored = kept.mapInArrow(_grade(grade_cfg, context), from_arrow_schema(SCORED_SCHEMA)).persist()
+        try:
+            graded = _rank(scored, grade_cfg)
+            write_parquet_table(graded.select(*GRADED_COLUMNS), f"{tmp}/documents", cfg.build.output_files)
+        finally:
+            scored.unpersist()
+    finally:
+        analysed.unpersist()
+    written = spark.read.parquet(f"{tmp}/documents")
+    report = _report(written, grade_cfg, ledger, len(common or ()), classifier)
+    with fsspec.open(posixpath.join(tmp, REPORT), "w") as f:
+        f.write(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    ledger.extra = {"common_words": len(common or ())}
+    return ledger
+
+
+def _train_classifier(cfg: GradeConfig) -> LinearClassifier | None:
+    paths = cfg.domain.classifier_paths
+    if not paths or not cfg.enabled:
+        return None
+    return train_classifier(load_labelled(paths), cfg.domain)
+
+
+def _analyse(cfg: GradeConfig, classifier: LinearClassifier | None):
+    """The mapInArrow function of step 1; config and classifier come in as arguments."""
+
+    def analyse(batches):
+        for batch in batches:
+            yield analyse_batch(batch, cfg, classifier)
+
+    return analyse
+
+
+def _grade(cfg: GradeConfig, context: GradeContext):
+    """The mapInArrow function of step 3."""
+
+    def grade_batches(batches):
+        losses = None
+        if cfg.enabled and cfg.difficulty.enabled and cfg.reference_model.enabled:
+            from model.reference import reference_scorer  # loaded once per Python worker, on first use
+
+            losses = reference_scorer(cfg.reference_model).losses
+        for batch in batches:
+            yield grade_batch(batch, cfg, context, losses)
+
+    return grade_batches
+
+
+def _count(analysed: DataFrame) -> Ledger:
+    ledger = Ledger(job=JOB)
+    counts = analysed.groupBy("source", "keep", "reason").count().collect()
+    for row in sorted(counts, key=lambda r: (r["source"], not r["keep"], r["reason"] or "")):
+        ledger.add(row["source"], "written" if row["keep"] else "dropped", row["reason"], row["count"])
+    return ledger
+
+
+def _common_words(kept: DataFrame, cfg: GradeConfig) -> frozenset[str]:
+    """Words of the kept prose (science and general) used at least `rare_word_per_million` times per million
+    words and at least `rare_word_min_count` times. On a large corpus at most 1e6 / that rate words qualify,
+    so the set stays small enough to ship to the tasks."""
+    prose = kept.where(F.col("domain").isin(*PROSE_DOMAINS)).select("text", "domain")
+    counts = (prose.mapInArrow(vocabulary_counts, from_arrow_schema(WORD_COUNT_SCHEMA))
+              .groupBy("word").agg(F.sum("count").alias("count")).persist())
+    try:
+        total = counts.agg(F.sum("count")).first()[0] or 0
+        floor = max(cfg.difficulty.rare_word_min_count, cfg.difficulty.rare_word_per_million * total / 1e6)
+        return frozenset(r["word"] for r in counts.where(F.col("count") >= floor).select("word").collect())
+    finally:
+        counts.unpersist()
+
+
+def _rank(scored: DataFrame, cfg: GradeConfig) -> DataFrame:
+    """pipeline.grading.ranking's rule as a window over the small (id, domain, score) table."""
+    tiers = cfg.difficulty.tiers
+    order = Window.partitionBy("domain").orderBy("score", "id")
+    rank = F.row_number().over(order)
+    count = F.count(F.lit(1)).over(Window.partitionBy("domain"))
+    ranks = scored.select("id", "domain", "score").select(
+        "id",
+        # the arithmetic of pipeline.grading.ranking.difficulty_of and tier_of
+        ((rank - F.lit(0.5)) / count).alias("difficulty"),
+        F.floor((rank - 1) * tiers / count).cast("int").alias("tier"),
+    )
+    if not (cfg.enabled and cfg.difficulty.enabled):
+        ranks = ranks.select("id", F.lit(0.0).alias("difficulty"), F.lit(0).cast("int").alias("tier"))
+    return scored.join(ranks, "id")
+
+
+def _report(written: DataFrame, cfg: GradeConfig, ledger: Ledger, common_words: int,
+            classifier: LinearClassifier | None) -> dict:
+    score = F.col("grade_features")["score"]
+    groups = (written.groupBy("domain", "tier", "domain_by")
+              .agg(F.count(F.lit(1)).alias("documents"), F.sum(F.octet_length("text")).alias("bytes"),
+                   F.min(score).alias("score_min"), F.max(score).alias("score_max")).collect())
+    tier_rows, decider_rows = _tiers_and_deciders([r.asDict() for r in groups])
+    features = written.select("domain", F.explode("grade_features").alias("feature", "value"))
+    feature_rows = (features.groupBy("domain", "feature")
+                    .agg(F.percentile("value", [q for _, q in QUANTILES]).alias("quantiles")).collect())
+    pick = Window.partitionBy("domain", "tier").orderBy(F.xxhash64("id"), "id")
+    example_rows = (written.select("domain", "tier", "id", F.row_number().over(pick).alias("n"))
+                    .where(F.col("n") <= cfg.report_examples).orderBy("domain", "tier", "n").collect())
+    flagged_rows = []
+    if cfg.filters.action == "flag":  # when dropping, every written document passed
+        flagged_rows = (written.where(~F.col("quality.passed"))
+                        .select("domain", F.explode("quality.failed").alias("rule"))
+                        .groupBy("domain", "rule").agg(F.count(F.lit(1)).alias("documents")).collect())
+    info = None
+    if classifier is not None:
+        info = {"labels": list(classifier.labels), "training_accuracy": round(classifier.training_accuracy, 6),
+                "paths": list(cfg.domain.classifier_paths)}
+    return build_report(
+        cfg, ledger,
+        tier_rows=tier_rows,
+        decider_rows=decider_rows,
+        feature_rows=[{"domain": r["domain"], "feature": r["feature"], "quantiles": list(r["quantiles"])}
+                      for r in feature_rows],
+        example_rows=[r.asDict() for r in example_rows],
+        flagged_rows=[r.asDict() for r in flagged_rows],
+        common_words=common_words,
+        classifier=info,
+    )
+
+
+def _tiers_and_deciders(groups: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Per (domain, tier) and per (domain, domain_by) figures from one aggregation by all three."""
+    tiers: dict[tuple, dict] = {}
+    deciders: dict[tuple, int] = {}
+    for g in groups:
+        t = tiers.setdefault((g["domain"], g["tier"]), {"domain": g["domain"], "tier": g["tier"], "documents": 0,
+                                                       "bytes": 0, "score_min": g["score_min"],
+                                                       "score_max": g["score_max"]})
+        t["documents"] += g["documents"]
+        t["bytes"] += g["bytes"]
+        t["score_min"] = min(t["score_min"], g["score_min"])
+        t["score_max"] = max(t["score_max"], g["score_max"])
+        deciders[(g["domain"], g["domain_by"])] = deciders.get((g["domain"], g["domain_by"]), 0) + g["documents"]
+    decider_rows = [{"domain": d, "domain_by": by, "documents": n} for (d, by), n in sorted(deciders.items())]
+    return sorted(tiers.values(), key=lambda t: (t["domain"], t["tier"])), decider_rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    job_main(JOB, __doc__.splitlines()[0], run, argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Quality rules for natural-language documents, after Gopher (MassiveText quality and repetition rules), C4 and
+FineWeb. `prose_signals` measures, `prose_failures` judges: each rule is one named bound on one signal, so a
+test or a report can name exactly which rule removed a document.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from pipeline.filters.text import FORMULA_WORD, alpha_words, lines, mask_math, paragraphs, ratio, words
+from pipeline.grading.config import ProseFilterConfig
+
+STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
+"""Gopher's stop-word list: real English prose uses at least two of them."""
+BULLETS = ("•", "●", "○", "▪", "‣", "-", "*", "–", "—")
+ELLIPSES = ("...", "…")
+TERMINAL = (".", "!", "?", '"', "'", ":", ")", "”", "’")
+
+
+def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: bool = False) -> dict[str, float]:
+    """Every signal the prose rules read, by name (all finite floats). With `math_aware`, formulas (and with
+    `numbers` also lone numbers) are masked as one word each first."""
+    masked, formulas = mask_math(text, numbers) if math_aware else (text, 0)
+    tokens = words(masked)
+    all_lines = lines(masked)
+    signals = {
+        "words": float(len(tokens)),
+        "formulas": float(formulas),
+        "mean_word_length": ratio(sum(len(t) for t in tokens), len(tokens)),
+        "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
+        "alpha_word_fraction": ratio(sum(1 for t in tokens if any(c.isalpha() for c in t)), len(tokens)),
+        "stop_words": float(len(STOP_WORDS.intersection(t.lower() for t in tokens))),
+        "bullet_line_fraction": ratio(sum(1 for ln in all_lines if ln.startswith(BULLETS)), len(all_lines)),
+        "ellipsis_line_fraction": ratio(sum(1 for ln in all_lines if ln.endswith(ELLIPSES)), len(all_lines)),
+        "line_punct_fraction": ratio(sum(1 for ln in all_lines if ln.endswith(TERMINAL)), len(all_lines)),
+        "short_line_fraction": ratio(sum(1 for ln in all_lines if len(ln) < cfg.short_line_chars), len(all_lines)),
+        "newline_word_ratio": ratio(masked.count("\n"), len(tokens)),
+        "lorem_ipsum": float("lorem ipsum" in text.lower()),
+    }
+    signals.update(_duplication(all_lines, "line"))
+    signals.update(_duplication(paragraphs(masked), "paragraph"))
+    # Masked formulas are not repeated words: two different formulas must not make a repeated n-gram.
+    lowered = [t for t in alpha_words(masked) if not (formulas and t == FORMULA_WORD)]
+    for n in sorted(cfg.max_top_ngram_fraction, key=int):
+        signals[f"top_{n}gram_fraction"] = _top_ngram_fraction(lowered, int(n))
+    for n in sorted(cfg.max_dup_ngram_fraction, key=int):
+        signals[f"dup_{n}gram_fraction"] = _dup_ngram_fraction(lowered, int(n))
+    return signals
+
+
+def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[str]:
+    """Names of the rules `signals` fail, in a fixed order (the first is the ledger reason)."""
+    s = signals
+    checks = [
+        ("gopher_word_count", not cfg.min_words <= s["words"] <= cfg.max_words),
+        ("gopher_mean_word_length",
+         not cfg.min_mean_word_length <= s["mean_word_length"] <= cfg.max_mean_word_length),
+        ("gopher_symbol_ratio", s["symbol_word_ratio"] > cfg.max_symbol_word_ratio),
+        ("gopher_alpha_words", s["alpha_word_fraction"] < cfg.min_alpha_word_fraction),
+        ("gopher_stop_words", s["stop_words"] < cfg.min_stop_words),
+        ("gopher_bullet_lines", s["bullet_line_fraction"] > cfg.max_bullet_line_fraction),
+        ("gopher_ellipsis_lines", s["ellipsis_line_fraction"] > cfg.max_ellipsis_line_fraction),
+        ("gopher_dup_lines", s["dup_line_fraction"] > cfg.max_dup_line_fraction),
+        ("gopher_dup_paragraphs", s["dup_paragraph_fraction"] > cfg.max_dup_paragraph_fraction),
+        ("gopher_dup_line_chars", s["dup_line_char_fraction"] > cfg.max_dup_line_char_fraction),
+        ("gopher_dup_paragraph_chars", s["dup_paragraph_char_fraction"] > cfg.max_dup_paragraph_char_fraction),
+    ]
+    for n, bound in sorted(cfg.max_top_ngram_fraction.items(), key=lambda kv: int(kv[0])):
+        checks.append((f"gopher_top_{n}gram", s[f"top_{n}gram_fraction"] > bound))
+    for n, bound in sorted(cfg.max_dup_ngram_fraction.items(), key=lambda kv: int(kv[0])):
+        checks.append((f"gopher_dup_{n}gram", s[f"dup_{n}gram_fraction"] > bound))
+    checks += [
+        ("c4_lorem_ipsum", cfg.lorem_ipsum and s["lorem_ipsum"] > 0),
+        ("fineweb_line_punct", s["line_punct_fraction"] < cfg.min_line_punct_fraction),
+        ("fineweb_short_lines", s["short_line_fraction"] > cfg.max_short_line_fraction),
+        ("fineweb_list_like", s["newline_word_ratio"] > cfg.max_newline_word_ratio),
+    ]
+    return [name for name, failed in checks if failed]
+
+
+def _duplication(items: list[str], unit: str) -> dict[str, float]:
+    """Gopher: share of items that repeat an earlier one, and share of characters in those repeats."""
+    seen: set[str] = set()
+    dup_items = dup_chars = 0
+    for item in items:
+        if item in seen:
+            dup_items += 1
+            dup_chars += len(item)
+        seen.add(item)
+    return {
+        f"dup_{unit}_fraction": ratio(dup_items, len(items)),
+        f"dup_{unit}_char_fraction": ratio(dup_chars, sum(len(i) for i in items)),
+    }
+
+
+def _top_ngram_fraction(tokens: list[str], n: int) -> float:
+    """Gopher: characters covered by the most frequent n-gram (counted each time it occurs) over all word
+    characters. A top n-gram that occurs once is no repetition."""
+    if len(tokens) < n:
+        return 0.0
+    counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+    gram, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    if count < 2:
+        return 0.0
+    return ratio(count * sum(len(w) for w in gram), sum(len(t) for t in tokens))
+
+
+def _dup_ngram_fraction(tokens: list[str], n: int) -> float:
+    """Gopher: characters of words inside n-grams that occur more than once, over all word characters
+    (each word counted once even when several repeated n-grams cover it)."""
+    if len(tokens) < n:
+        return 0.0
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    counts = Counter(grams)
+    covered = [False] * len(tokens)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            for j in range(i, i + n):
+                covered[j] = True
+    return ratio(sum(len(t) for t, c in zip(tokens, covered) if c), sum(len(t) for t in tokens))

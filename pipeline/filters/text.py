@@ -1,0 +1,111 @@
+"""Text pieces the filters and graders share: words, lines, paragraphs, and the masking of math."""
+
+from __future__ import annotations
+
+import re
+
+FORMULA_WORD = "formula"
+"""What a masked formula becomes: one ordinary word, so it neither helps nor hurts the word rules."""
+
+# LaTeX spans: $$..$$, $..$, \[..\], \(..\) and equation-like environments (non-greedy, bounded length).
+_LATEX_SPAN = re.compile(
+    r"\$\$.{1,4000}?\$\$|\$[^$\n]{1,1000}?\$|\\\[.{1,4000}?\\\]|\\\(.{1,1000}?\\\)"
+    r"|\\begin\{(equation|align|gather|multline|eqnarray|displaymath)\*?\}.{0,8000}?\\end\{\1\*?\}",
+    re.DOTALL,
+)
+# A run of at least three whitespace-separated chunks built from numbers, lone letters, operators and
+# brackets, with at least one operator: "12 + 34 x 5 = 182", "f(x) = 3x^2 - 2x". Two letters in a row end a
+# chunk, so ordinary words never match. Atomic groups keep the matching linear on long symbol strings.
+_ATOM = (r"(?>[0-9]+(?:[.,][0-9]+)?)|[A-Za-z](?![A-Za-z])|\\[A-Za-z]+"
+         r"|[-+*/=<>^_()\[\]{}|!.,:;%'×÷·−≤≥≠≈∑∫√πθλμσ∞]")
+_CHUNK = rf"(?:{_ATOM})++"
+_FORMULA_RUN = re.compile(rf"(?<!\S){_CHUNK}(?:[ \t]+{_CHUNK}){{2,}}(?!\S)")
+_OPERATOR = re.compile(r"[-+*/=<>^×÷·−≤≥≠≈∑∫√]|\\[A-Za-z]+")
+_LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
+
+_WORD = re.compile(r"\S+")
+_ALPHA_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+_SENTENCE_END = re.compile(r"[.!?]+(?:[\"')\]]*)(?=\s|$)")
+
+
+_NUMBER_TOKEN = re.compile(r"(?<!\S)[(\[]?[-+]?\d+(?:[.,]\d+)*[.,:;)\]]*(?!\S)")
+
+
+def mask_math(text: str, numbers: bool = False) -> tuple[str, int]:
+    """`text` with every LaTeX span and formula run replaced by one word; also how many were replaced.
+    With `numbers`, lone numbers ("191", "2.", "(3)") count as formulas too (for math documents, where
+    numbered steps and answers are the content)."""
+    count = 0
+
+    def replace(_match: re.Match) -> str:
+        nonlocal count
+        count += 1
+        return FORMULA_WORD
+
+    masked = _LATEX_SPAN.sub(replace, text)
+
+    def replace_run(match: re.Match) -> str:
+        if not _OPERATOR.search(match.group(0)):
+            return match.group(0)
+        return replace(match)
+
+    masked = _FORMULA_RUN.sub(replace_run, masked)
+    if numbers:
+        masked = _NUMBER_TOKEN.sub(replace, masked)
+    return masked, count
+
+
+def latex_marks(text: str) -> int:
+    """LaTeX commands plus math delimiters: how much of the text is written in LaTeX."""
+    return len(_LATEX_COMMAND.findall(text)) + len(_LATEX_SPAN.findall(text))
+
+
+def latex_commands(text: str) -> int:
+    """Number of LaTeX commands (\\frac, \\int ...)."""
+    return len(_LATEX_COMMAND.findall(text))
+
+
+def words(text: str) -> list[str]:
+    """Whitespace-separated tokens, as the Gopher rules count them."""
+    return _WORD.findall(text)
+
+
+def alpha_words(text: str) -> list[str]:
+    """Lower-case alphabetic words (letters, inner apostrophes): the vocabulary of prose statistics."""
+    return [w.lower() for w in _ALPHA_WORD.findall(text)]
+
+
+def lines(text: str) -> list[str]:
+    """Non-blank lines, stripped."""
+    return [line.strip() for line in text.split("\n") if line.strip()]
+
+
+def paragraphs(text: str) -> list[str]:
+    """Blocks separated by blank lines, stripped."""
+    return [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences split after . ! ? and at paragraph breaks; never empty for non-empty text."""
+    parts = []
+    for paragraph in paragraphs(text):
+        start = 0
+        for match in _SENTENCE_END.finditer(paragraph):
+            parts.append(paragraph[start:match.end()])
+            start = match.end()
+        parts.append(paragraph[start:])
+    return [p.strip() for p in parts if alpha_words(p)]
+
+
+def syllables(word: str) -> int:
+    """English syllables by vowel groups, a silent final e dropped; at least one."""
+    word = word.lower()
+    groups = len(re.findall(r"[aeiouy]+", word))
+    if word.endswith("e") and not word.endswith(("le", "ee", "ye")) and groups > 1:
+        groups -= 1
+    return max(1, groups)
+
+
+def ratio(part: float, whole: float) -> float:
+    """part / whole, 0 for an empty whole (signals are never NaN)."""
+    return part / whole if whole else 0.0

@@ -1,0 +1,217 @@
+"""Difficulty of source files: Python from its AST, other languages from tokens and indentation.
+
+Features (the same names for both paths, so one weights table serves every language):
+
+| feature                  | Python (AST)                                              | fallback                        |
+|--------------------------|-----------------------------------------------------------|---------------------------------|
+| cyclomatic               | 1 + decision points in the file (McCabe)                  | 1 + branch keywords, && and ||  |
+| max_function_complexity  | largest McCabe number of one function                     | cyclomatic / functions          |
+| max_nesting              | deepest nesting of compound statements                    | deepest brace or indent level   |
+| functions, classes       | definitions                                               | definition keywords             |
+| mean_function_lines      | mean lines per function                                   | lines / functions               |
+| recursion                | functions that call themselves                            | 0                               |
+| comprehensions           | list/set/dict comprehensions and generator expressions    | 0                               |
+| generators               | functions that yield                                      | `yield` keywords                |
+| async                    | async defs, awaits, async for/with                        | `async`/`await` keywords        |
+| imports                  | distinct top-level modules imported                       | distinct include/import/use     |
+| lines                    | lines holding code (docstrings and comments excluded)     | non-blank, non-comment lines    |
+| parsed                   | 1                                                         | 0                               |
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable
+from typing import ClassVar
+
+from pipeline.grading.base import GradeContext, Grader, saturating
+
+_DECISIONS = frozenset({ast.If, ast.For, ast.AsyncFor, ast.While, ast.IfExp, ast.ExceptHandler, ast.Assert,
+                        ast.match_case})
+_COMPOUND = frozenset({ast.If, ast.For, ast.AsyncFor, ast.While, ast.Try, ast.With, ast.AsyncWith, ast.FunctionDef,
+                       ast.AsyncFunctionDef, ast.ClassDef, ast.Match, getattr(ast, "TryStar", ast.Try)})
+_FUNCTIONS = frozenset({ast.FunctionDef, ast.AsyncFunctionDef})
+_COMPREHENSIONS = frozenset({ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp})
+_ASYNC = frozenset({ast.Await, ast.AsyncFor, ast.AsyncWith, ast.AsyncFunctionDef})
+_YIELDS = frozenset({ast.Yield, ast.YieldFrom})
+
+
+class CodeGrader(Grader):
+    name = "code"
+    normalisers: ClassVar[dict[str, Callable[[float], float]]] = {
+        "cyclomatic": saturating(40), "max_function_complexity": saturating(10), "max_nesting": saturating(4),
+        "functions": saturating(10), "classes": saturating(3), "mean_function_lines": saturating(15),
+        "recursion": saturating(1), "comprehensions": saturating(5), "generators": saturating(2),
+        "async": saturating(3), "imports": saturating(6), "lines": saturating(200), "parsed": saturating(1),
+    }
+
+    def features(self, text: str, lang: str | None, context: GradeContext) -> dict[str, float]:
+        if lang in (None, "python", "cython"):
+            try:
+                tree = ast.parse(text)
+            except (SyntaxError, ValueError, RecursionError, MemoryError):
+                tree = None
+            if tree is not None:
+                try:
+                    return python_features(tree)
+                except RecursionError:  # pathologically deep nesting: the fallback still measures it
+                    pass
+        return token_features(text)
+
+
+def python_features(tree: ast.Module) -> dict[str, float]:
+    visitor = _PythonVisitor()
+    visitor.visit(tree)
+    sizes = visitor.function_lines
+    return {
+        "cyclomatic": 1.0 + visitor.decisions,
+        "max_function_complexity": float(max(visitor.function_complexity, default=0)),
+        "max_nesting": float(visitor.max_depth),
+        "functions": float(len(sizes)),
+        "classes": float(visitor.classes),
+        "mean_function_lines": sum(sizes) / len(sizes) if sizes else 0.0,
+        "recursion": float(visitor.recursive),
+        "comprehensions": float(visitor.comprehensions),
+        "generators": float(visitor.generators),
+        "async": float(visitor.asyncs),
+        "imports": float(len(visitor.modules)),
+        "lines": float(len(visitor.code_lines)),
+        "parsed": 1.0,
+    }
+
+
+class _PythonVisitor:
+    """One pass over the tree (a plain recursive walk: ast.NodeVisitor's dispatch costs more than the work)."""
+
+    def __init__(self) -> None:
+        self.decisions = 0
+        self.depth = self.max_depth = 0
+        self.function_lines: list[int] = []
+        self.function_complexity: list[int] = []
+        self.classes = self.recursive = self.comprehensions = self.generators = self.asyncs = 0
+        self.modules: set[str] = set()
+        self.code_lines: set[int] = set()
+        self._stack: list[dict] = []  # the enclosing functions: name, decisions, yields, recursive
+
+    def visit(self, node: ast.AST) -> None:
+        kind = type(node)
+        if isinstance(node, ast.stmt):
+            self._count_lines(node, kind)
+        if kind in _DECISIONS:
+            self._decide(1)
+        elif kind is ast.comprehension:
+            self._decide(1 + len(node.ifs))
+        elif kind is ast.BoolOp:
+            self._decide(len(node.values) - 1)
+        if kind in _COMPREHENSIONS:
+            self.comprehensions += 1
+        if kind in _ASYNC:
+            self.asyncs += 1
+        if kind in _YIELDS and self._stack:
+            self._stack[-1]["yields"] = True
+        elif kind is ast.ClassDef:
+            self.classes += 1
+        elif kind is ast.Import:
+            self.modules.update(alias.name.split(".")[0] for alias in node.names)
+        elif kind is ast.ImportFrom:
+            self.modules.add("." * node.level + (node.module or "").split(".")[0])
+        elif kind is ast.Call and self._stack and _callee(node) == self._stack[-1]["name"]:
+            self._stack[-1]["recursive"] = True
+        if kind in _FUNCTIONS:
+            self._visit_function(node)
+        elif kind in _COMPOUND:
+            self._nested(node)
+        else:
+            for child in ast.iter_child_nodes(node):
+                self.visit(child)
+
+    def _visit_function(self, node) -> None:
+        self._stack.append({"name": node.name, "decisions": 0, "yields": False, "recursive": False})
+        self._nested(node)
+        frame = self._stack.pop()
+        self.function_lines.append((node.end_lineno or node.lineno) - node.lineno + 1)
+        self.function_complexity.append(1 + frame["decisions"])
+        self.generators += frame["yields"]
+        self.recursive += frame["recursive"]
+
+    def _nested(self, node: ast.AST) -> None:
+        self.depth += 1
+        self.max_depth = max(self.max_depth, self.depth)
+        for child in ast.iter_child_nodes(node):
+            self.visit(child)
+        self.depth -= 1
+
+    def _decide(self, count: int) -> None:
+        self.decisions += count
+        if self._stack:
+            self._stack[-1]["decisions"] += count
+
+    def _count_lines(self, node: ast.stmt, kind: type) -> None:
+        if kind is ast.Expr and type(node.value) is ast.Constant and isinstance(node.value.value, str):
+            return  # a docstring or a bare string: text, not code
+        if kind in _COMPOUND:
+            self.code_lines.add(node.lineno)
+        else:
+            self.code_lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+
+
+def _callee(call: ast.Call) -> str | None:
+    """Name of a plain call `f(...)` or of a method call on self/cls `self.f(...)`."""
+    func = call.func
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in ("self", "cls"):
+        return func.attr
+    return None
+
+
+_COMMENT = re.compile(r"^\s*(?://|#(?!\s*(?:include|import|define|if|pragma)\b)|/\*|\*|--|;|%)")
+_BRANCH = re.compile(r"\b(?:if|elif|elsif|for|foreach|while|case|catch|except|when|guard|unless)\b|&&|\|\|")
+_DEFINITION = re.compile(
+    r"\b(?:def|function|fn|func|sub|procedure|fun)\s+\w+|^\s*(?:[\w<>\[\]*&:,]+\s+)+\**\w+\s*\([^;]*\)\s*\{?\s*$",
+    re.MULTILINE,
+)
+_TYPE = re.compile(r"\b(?:class|struct|interface|trait|impl|enum)\s+\w+")
+_IMPORT = re.compile(r"^\s*(?:#\s*include\s*[<\"]([^>\"]+)|import\s+([\w.]+)|use\s+([\w:]+)|"
+                     r".*\brequire\s*\(\s*['\"]([^'\"]+))", re.MULTILINE)
+
+
+def token_features(text: str) -> dict[str, float]:
+    """The language-agnostic fallback: keywords, braces and indentation."""
+    code = [line for line in text.split("\n") if line.strip() and not _COMMENT.match(line)]
+    body = "\n".join(code)
+    functions = len(_DEFINITION.findall(body))
+    branches = len(_BRANCH.findall(body))
+    modules = {next(g for g in m if g) for m in _IMPORT.findall(body)}
+    return {
+        "cyclomatic": 1.0 + branches,
+        "max_function_complexity": (1.0 + branches) / max(functions, 1),
+        "max_nesting": float(_max_nesting(code)),
+        "functions": float(functions),
+        "classes": float(len(_TYPE.findall(body))),
+        "mean_function_lines": len(code) / functions if functions else 0.0,
+        "recursion": 0.0,
+        "comprehensions": 0.0,
+        "generators": float(len(re.findall(r"\byield\b", body))),
+        "async": float(len(re.findall(r"\b(?:async|await)\b", body))),
+        "imports": float(len(modules)),
+        "lines": float(len(code)),
+        "parsed": 0.0,
+    }
+
+
+def _max_nesting(code: list[str]) -> int:
+    """The deeper of brace depth and indentation depth (in units of the smallest indent used)."""
+    indents = [len(line) - len(line.lstrip(" \t")) for line in code]
+    unit = min((i for i in indents if i > 0), default=0)
+    indent_depth = max(indents, default=0) // unit if unit else 0
+    depth = deepest = 0
+    for line in code:
+        for ch in line:
+            if ch == "{":
+                depth += 1
+                deepest = max(deepest, depth)
+            elif ch == "}":
+                depth = max(0, depth - 1)
+    return max(indent_depth, deepest)

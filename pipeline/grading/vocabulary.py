@@ -1,0 +1,61 @@
+"""Word lists of the domain scorer and the prose grader: short, lower case, written for this project.
+
+Matching is on whole lower-case words, and a word also matches by its stem when it ends in a common
+suffix (integrals -> integral, equations -> equation), see `term_hits`.
+"""
+
+from __future__ import annotations
+
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+MATH_TERMS = _word_set("""
+algebra algebraic arithmetic asymptote axiom bijection binomial calculus coefficient combinatorics
+commutative congruence congruent conjecture convergence corollary cosine countable denominator derivative
+determinant differentiable discriminant divisible divisor eigenvalue eigenvector equation exponent factorial
+factorization fraction geometry homomorphism hyperbola hypotenuse inequality integral integrate isomorphism
+lemma logarithm manifold matrix modulo monotonic numerator orthogonal parabola permutation polynomial prime
+probability proof prove quadratic quotient radius rational remainder sine subspace summation surjective
+tangent theorem topology trigonometry vector
+""")
+"""Words that are rarely anything but mathematics (function, variable, integer and graph are left out: they
+fill programming documentation)."""
+
+SCIENCE_TERMS = _word_set("""
+acceleration acid alkaline amino atom atomic bacteria biology biomass boson carbon catalyst chemical
+chemistry chromosome climate crystal electron electromagnetic energy entropy enzyme equilibrium evolution
+fission fusion galaxy gene genome geology gravity gravitational hydrogen isotope kinetic laboratory magnetic
+metabolism molecule molecular momentum neuron neutron nucleus orbit organism oxygen particle photon physics
+planet plasma protein proton quantum radiation relativity species spectrum temperature thermodynamic tissue
+velocity voltage wavelength
+""")
+"""Words that are rarely anything but natural science (element, cell, force and compound are left out)."""
+
+COMPUTING_TERMS = _word_set("""
+api argument array asynchronous attribute boolean buffer byte cache callback class compiler concurrency
+configuration constructor database decorator dictionary encoding exception executable filesystem generator
+hash implementation instance interface interpreter iterator keyword lambda library metadata method module
+namespace object parameter parser pointer protocol queue recursion recursive regex runtime schema serialization
+socket stack string subclass subprocess syntax thread token tuple unicode
+""")
+
+TECHNICAL_TERMS = MATH_TERMS | SCIENCE_TERMS | COMPUTING_TERMS
+
+_SUFFIXES = ("s", "es", "al", "ly", "ic", "ics", "ed")
+
+
+def stem_in(word: str, vocabulary: frozenset[str]) -> bool:
+    """`word` or the word without one common suffix is in `vocabulary`."""
+    if word in vocabulary:
+        return True
+    return any(word.endswith(s) and word[: -len(s)] in vocabulary for s in _SUFFIXES)
+
+
+def term_hits(words: list[str], vocabulary: frozenset[str]) -> int:
+    """How many of `words` (lower case) are vocabulary terms (each distinct word looked up once)."""
+    counts: dict[str, int] = {}
+    for w in words:
+        counts[w] = counts.get(w, 0) + 1
+    return sum(n for w, n in counts.items() if stem_in(w, vocabulary))

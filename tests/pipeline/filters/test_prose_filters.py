@@ -1,0 +1,111 @@
+"""Prose rules: every rule fails under its exact name, clean prose and real formulas pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from pipeline.filters import filter_document, quality_check
+from pipeline.filters.prose import prose_failures, prose_signals
+from pipeline.filters.text import mask_math
+from pipeline.grading.config import FiltersConfig, ProseFilterConfig
+
+CLEAN = (
+    "The river rises in the hills to the north of the town and runs south through a wide valley. "
+    "In spring the water is high, and the farmers who live along its banks move their animals to the "
+    "upper fields. By late summer the level falls again, leaving pools where children fish for small trout.\n\n"
+    "Most of the old mills that once stood beside the river have gone. One of them has been restored by "
+    "volunteers, and on open days visitors can watch the wheel turn and see flour ground with the same "
+    "stones that were used two hundred years ago. The work is slow, but the people who run the mill say "
+    "that it is worth it."
+)
+
+# Real formulas: the quadratic formula, Euler's identity, Cauchy–Schwarz, the Gaussian integral, Bayes' rule.
+FORMULAS = r"""For $ax^2 + bx + c = 0$ with $a \neq 0$ the roots are
+$$x = \frac{-b \pm \sqrt{b^2 - 4ac}}{2a}.$$
+Euler's identity $e^{i\pi} + 1 = 0$ links five constants, and the Cauchy–Schwarz inequality states
+$$\left| \sum_{i=1}^{n} u_i v_i \right|^2 \le \left( \sum_{i=1}^{n} u_i^2 \right) \left( \sum_{i=1}^{n} v_i^2 \right).$$
+The Gaussian integral is \[ \int_{-\infty}^{\infty} e^{-x^2} \, dx = \sqrt{\pi}, \] and Bayes' rule reads
+\( P(A \mid B) = P(B \mid A) P(A) / P(B) \). With the plain identity 2 + 2 = 4 and f(x) = 3x^2 - 2x + 1 we
+have every kind of formula that a textbook page holds, together with the words that explain them to the reader.
+"""
+
+
+PROSE_RULES = ProseFilterConfig()
+
+
+def failures(text: str, cfg: ProseFilterConfig = PROSE_RULES, math_aware: bool = True) -> list[str]:
+    return prose_failures(prose_signals(text, cfg, math_aware), cfg)
+
+
+def test_clean_prose_passes_every_rule():
+    assert failures(CLEAN) == []
+
+
+@pytest.mark.parametrize(
+    "text, rule",
+    [
+        ("Too short to be a document at all.", "gopher_word_count"),
+        (CLEAN + " " + "Pneumonoultramicroscopicsilicovolcanoconiosis " * 60, "gopher_mean_word_length"),
+        (CLEAN + "\n" + "#tag #news #viral #follow " * 10, "gopher_symbol_ratio"),
+        (CLEAN + "\n" + "- item of the list\n" * 200, "gopher_bullet_lines"),
+        ("\n".join(["The story goes on and on and then..."] * 3 + CLEAN.split(". ")), "gopher_ellipsis_lines"),
+        ("Sunny weather ahead, rain later, wind from east; cold nights, warm days, clear skies over hills. " * 8,
+         "gopher_stop_words"),
+        (CLEAN + "\n" + "Subscribe to our newsletter for the latest updates.\n" * 12, "gopher_dup_lines"),
+        (CLEAN + " " + "lorem ipsum dolor sit amet.", "c4_lorem_ipsum"),
+    ],
+)
+def test_each_rule_fails_under_its_name(text, rule):
+    assert rule in failures(text)
+
+
+def test_repetition_rules_name_the_ngram_length():
+    spam = CLEAN + " " + "buy cheap watches online today " * 40
+    failed = failures(spam)
+    assert "gopher_top_2gram" in failed and "gopher_dup_5gram" in failed and "gopher_dup_10gram" in failed
+
+
+def test_fineweb_line_rules():
+    lines = "\n".join(f"entry number {i} of the list and more words here" for i in range(60))
+    assert "fineweb_line_punct" in failures(lines)
+    short = "\n".join(["Ok.", "Yes.", "No.", "Fine, and the rest."] * 20)
+    assert "fineweb_short_lines" in failures(short)
+
+
+def test_formulas_are_masked_and_do_not_fail_as_symbols():
+    assert failures(FORMULAS) == []
+    assert "gopher_alpha_words" in failures(FORMULAS, math_aware=False)
+    masked, count = mask_math(FORMULAS)
+    assert count >= 7 and "\\frac" not in masked and "\\int" not in masked
+
+
+def test_math_documents_get_the_math_bounds_and_number_masking():
+    solution = "Problem. Compute $12 + 34 \\times 5$.\n\nSolution.\n1. Multiplication first: 34 \\times 5 = 170.\n" \
+               "2. Then add: 12 + 170 = 182.\n\nAnswer: 182\n"
+    cfg = FiltersConfig()
+    assert quality_check(solution, "math", cfg).failed == ()
+    assert quality_check(solution, "general", cfg).failed[0] == "gopher_word_count"
+
+
+def test_drop_flag_and_disabled_rules():
+    text = CLEAN + " lorem ipsum dolor sit amet."
+    assert filter_document(text, "general", FiltersConfig()) == (False, "c4_lorem_ipsum")
+    assert filter_document(text, "general", FiltersConfig(action="flag")) == (True, None)
+    assert filter_document(text, "general", FiltersConfig(disabled_rules=("c4_lorem_ipsum",))) == (True, None)
+    assert filter_document(text, "general", FiltersConfig(enabled=False)) == (True, None)
+    assert quality_check(text, "trace", FiltersConfig()).signals == {}
+
+
+def test_signals_are_finite_on_empty_and_odd_text():
+    for text in ("", "\n\n\n", "$$", "…", "x" * 5000):
+        signals = prose_signals(text, ProseFilterConfig(), True)
+        assert all(math.isfinite(value) for value in signals.values())
+
+
+def test_ngram_bounds_are_configurable():
+    cfg = dataclasses.replace(ProseFilterConfig(), max_top_ngram_fraction={"2": 1.0}, max_dup_ngram_fraction={})
+    spam = CLEAN + " " + "buy cheap watches online today " * 40
+    assert not any(r.startswith(("gopher_top", "gopher_dup_5")) for r in failures(spam, cfg))

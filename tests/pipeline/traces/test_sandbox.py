@@ -1,0 +1,180 @@
+"""The hostile-unit suite: every unit ends as a status, nothing outside the sandbox changes, no secret leaks.
+
+The suite runs once per sandbox mode: `bubblewrap` (skipped where it cannot create namespaces) and `none`
+(the in-process, rlimit and timeout layers alone). All units of a mode run in parallel with low limits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+
+import pytest
+
+from pipeline.traces.config import TracesConfig
+from pipeline.traces.sandbox import ENVIRONMENT, Sandbox, _probe, _python_roots, bubblewrap_args
+
+SECRET = "rnj-secret-7f3a9c1e"
+LIMITS = {"cpu_seconds": 1, "wall_seconds": 4.0, "memory_mb": 256, "file_mb": 1, "disk_mb": 4, "workers": 8}
+
+
+def _bubblewrap_usable() -> bool:
+    import sys
+
+    args = bubblewrap_args(_python_roots(), 4, os.geteuid() == 0)
+    return _probe(tuple(args), os.path.realpath(sys.executable)) is None
+
+
+def script(code: str) -> dict:
+    return {"kind": "script", "code": code}
+
+
+def function(code: str, entry: str, *inputs) -> dict:
+    return {"kind": "function", "code": code, "entry_point": entry, "inputs": [list(i) for i in inputs] or [[]]}
+
+
+def hostile_units(canary, secret_file, port: int) -> dict[str, tuple[dict, set[str]]]:
+    """name -> (request, statuses it may end with)."""
+    outside = canary.parent
+    return {
+        "infinite_loop": (script("while True:\n    pass\n"), {"timeout"}),
+        "fork_bomb": (script("import os\nwhile True:\n    os.fork()\n"), {"forbidden"}),
+        "memory_bomb": (script("x = []\nwhile True:\n    x.append(bytearray(10**6))\n"), {"memory"}),
+        "huge_allocation": (script("b = bytearray(10**12)\n"), {"memory"}),
+        "print_flood": (script("while True:\n    print('x' * 10000)\n"), {"timeout"}),
+        "big_print": (script("print('y' * 20_000_000)\n"), {"ok"}),
+        "fd_flood": (script("import os\nwhile True:\n    os.write(1, b'z' * 65536)\n"), {"timeout"}),
+        "result_fd_flood": (script(
+            "import os\nfor fd in range(3, 8):\n    try:\n        while True:\n"
+            "            os.write(fd, b'{' * 65536)\n    except OSError:\n        pass\n"), {"error", "timeout"}),
+        "disk_fill_one_file": (script(
+            "with open('big', 'wb') as f:\n    while True:\n        f.write(b'0' * 65536)\n"), {"ok"}),
+        "disk_fill_many_files": (script(
+            "i = 0\nwhile True:\n    with open(f'f{i}', 'wb') as f:\n        f.write(b'0' * 500_000)\n"
+            "    i += 1\n"), {"ok", "forbidden"}),
+        "write_outside": (script(f"open({str(outside / 'evil.txt')!r}, 'w').write('x')\n"), {"forbidden"}),
+        "overwrite_canary": (script(f"open({str(canary)!r}, 'w').write('gone')\n"), {"forbidden"}),
+        "delete_canary": (script(f"import os\nos.remove({str(canary)!r})\n"), {"forbidden"}),
+        "rmtree_outside": (script(f"import shutil\nshutil.rmtree({str(outside)!r})\n"), {"forbidden"}),
+        "write_tmp": (script("open('/tmp/rnj-evil', 'w').write('x')\n"), {"forbidden"}),
+        "symlink_escape": (script(
+            f"import os\nos.symlink({str(canary)!r}, 'link')\nopen('link', 'w').write('gone')\n"), {"forbidden"}),
+        "read_secret": (script(f"print(open({str(secret_file)!r}).read())\n"), {"forbidden"}),
+        "read_parent_environ": (script(
+            f"print(open('/proc/{os.getpid()}/environ', 'rb').read())\n"), {"forbidden"}),
+        "print_environ": (script("import os\nprint(dict(os.environ))\n"), {"ok"}),
+        "socket": (script(
+            f"import socket\ns = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            "s.sendall(b'leak')\n"), {"forbidden"}),
+        "raw_socket": (script(
+            f"import _socket\ns = _socket.socket()\ns.connect(('127.0.0.1', {port}))\n"), {"forbidden"}),
+        "subprocess": (script("import subprocess\nsubprocess.run(['/bin/sh', '-c', 'echo hi'])\n"), {"forbidden"}),
+        "os_system": (script("import os\nos.system('touch /tmp/rnj-evil-system')\n"), {"forbidden"}),
+        "exec": (script("import os\nos.execv('/bin/sh', ['sh', '-c', 'true'])\n"), {"forbidden"}),
+        "kill_parent": (script("import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\n"), {"forbidden"}),
+        "kill_group": (script("import os, signal\nos.killpg(0, signal.SIGKILL)\n"), {"forbidden"}),
+        "deep_recursion": (function("def f(n):\n    return f(n + 1)\n", "f", [0]), {"error"}),
+        "unlimited_recursion": (script(
+            "import sys\nsys.setrecursionlimit(10**7)\ndef f(n):\n    return f(n + 1)\nf(0)\n"),
+            {"crashed", "error", "memory", "timeout"}),
+        "ctypes_segfault": (script("import ctypes\nctypes.string_at(0)\n"), {"forbidden"}),
+        "segfault": (script("import faulthandler\nfaulthandler._sigsegv()\n"), {"crashed"}),
+        "ignore_sigterm": (script(
+            "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n"
+            "    time.sleep(1)\n"), {"timeout"}),
+        "spinning_threads": (script(
+            "import threading\nfor _ in range(4):\n"
+            "    threading.Thread(target=lambda: [0 for _ in iter(int, 1)]).start()\n"), {"forbidden"}),
+        "tracing_off": (function("import sys\ndef f():\n    sys.settrace(None)\n    return 1\n", "f"),
+                        {"forbidden"}),
+        "tracing_replaced": (function("import sys\ndef f():\n    sys.settrace(lambda *a: None)\n    return 1\n",
+                                      "f"), {"forbidden"}),
+        "gigabyte_repr": (function(
+            "class Big:\n    def __repr__(self):\n        return 'x' * 10**9\n\n"
+            "def f():\n    b = Big()\n    return b\n", "f"), {"ok", "memory"}),
+        "exit_early": (script("import os\nos._exit(0)\n"), {"crashed"}),
+    }
+
+
+@pytest.fixture(scope="module")
+def listener():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    yield server
+    server.close()
+
+
+@pytest.mark.parametrize("mode", ["bubblewrap", "none"])
+def test_hostile_units_end_as_statuses_and_harm_nothing(mode, tmp_path, listener, monkeypatch):
+    if mode == "bubblewrap" and not _bubblewrap_usable():
+        pytest.skip("bubblewrap is missing or cannot create namespaces here")
+    monkeypatch.setenv("RNJ_TEST_SECRET", SECRET)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    canary = outside / "canary.txt"
+    canary.write_text("alive")
+    secret_file = tmp_path / "secret.txt"
+    secret_file.write_text(SECRET)
+    units = hostile_units(canary, secret_file, listener.getsockname()[1])
+    sandbox = Sandbox(TracesConfig(enabled=True, sandbox=mode, **LIMITS))
+    assert ("bubblewrap" in sandbox.layers) == (mode == "bubblewrap")
+
+    start = time.monotonic()
+    results = dict(zip(units, sandbox.run_many([request for request, _ in units.values()])))
+    elapsed = time.monotonic() - start
+
+    wrong = {name: (r.status, r.detail) for name, r in results.items() if r.status not in units[name][1]}
+    assert not wrong, wrong
+    assert canary.read_text() == "alive"
+    assert sorted(p.name for p in outside.iterdir()) == ["canary.txt"]
+    assert not os.path.exists("/tmp/rnj-evil") and not os.path.exists("/tmp/rnj-evil-system")
+    everything = json.dumps([r.__dict__ for r in results.values()])
+    assert SECRET not in everything
+    assert len(everything) < 2_000_000
+    with pytest.raises(socket.timeout):
+        listener.accept()
+    assert elapsed < 40
+    assert not [p for p in os.listdir(os.path.dirname(str(tmp_path))) if p.startswith("rnj-trace-")]
+
+
+def test_disk_fill_stops_at_the_file_limit():
+    sandbox = Sandbox(TracesConfig(enabled=True, sandbox="none", **LIMITS))
+    result = sandbox.run(script("with open('big', 'wb') as f:\n    while True:\n        f.write(b'0' * 65536)\n"))
+    assert result.status == "ok"
+    assert result.runs[0]["result"]["raises"].startswith("OSError: [Errno 27] File too large")
+
+
+def test_environment_is_the_fixed_one(monkeypatch):
+    monkeypatch.setenv("RNJ_TEST_SECRET", SECRET)
+    sandbox = Sandbox(TracesConfig(enabled=True, sandbox="none", **LIMITS))
+    result = sandbox.run(script("import os\nprint(sorted(os.environ))\n"))
+    assert result.status == "ok"
+    assert result.runs[0]["output"] == f"{sorted([*ENVIRONMENT, 'HOME', 'TMPDIR'])}\n"
+
+
+def test_working_folder_is_fresh_and_removed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    sandbox = Sandbox(TracesConfig(enabled=True, sandbox="none", **LIMITS))
+    code = "import os\nprint(os.listdir('.'))\nopen('left-behind', 'w').write('x')\n"
+    first, second = sandbox.run(script(code)), sandbox.run(script(code))
+    assert first.runs[0]["output"] == second.runs[0]["output"] == "[]\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_normal_unit_traces_the_same_in_both_modes():
+    code = "def f(xs):\n    seen = set(xs)\n    total = sum(seen)\n    return total, seen\n"
+    modes = ["bubblewrap", "none"] if _bubblewrap_usable() else ["none"]
+    runs = []
+    for mode in modes:
+        result = Sandbox(TracesConfig(enabled=True, sandbox=mode, **LIMITS)).run(function(code, "f", [[1, 5, 3, 5]]))
+        assert result.status == "ok", result.detail
+        runs.append(result.runs)
+    assert all(r == runs[0] for r in runs)
+    assert runs[0][0]["result"] == {"value": "(9, {1, 3, 5})"}
