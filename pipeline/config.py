@@ -20,8 +20,9 @@ from typing import Literal
 import fsspec
 
 from pipeline.configuration import ConfigError, parse_dataclass, require
-from pipeline.documents import DOMAINS
+from pipeline.curriculum import StageConfig, check_stages, resolve_stage_uris
 from pipeline.dedup.config import DedupConfig
+from pipeline.documents import DOMAINS
 from pipeline.grading.config import GradeConfig
 from pipeline.traces.config import TracesConfig
 
@@ -97,18 +98,123 @@ class IngestConfig:
         require(0 <= self.max_control_fraction <= 1, "max_control_fraction must lie in [0, 1]")
 
 
+LLAMA3_SPECIAL_TOKENS = (
+    "<|begin_of_text|>", "<|end_of_text|>",
+    "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
+    "<|reserved_special_token_2|>", "<|reserved_special_token_3|>",
+    "<|start_header_id|>", "<|end_header_id|>",
+    "<|reserved_special_token_4|>", "<|eot_id|>",
+)
+"""The named special tokens of the released Rnj-1 (Llama-3 layout), in id order from the first special id."""
+
+DEFAULT_TOKENIZER_DOMAIN_WEIGHTS = {"code": 0.35, "math": 0.2, "science": 0.15, "general": 0.25, "trace": 0.05}
+
+
 @dataclass(frozen=True, kw_only=True)
 class TokenizerConfig:
+    """`[tokenizer]`: train a byte-level BPE on a stratified sample of the graded documents, or load one.
+
+    docs/tokenizer.md explains the pre-tokenisation, the special-token table and the chat template.
+    """
+
     path: str | None = None
-    """An existing tokenizer.json to load instead of training one."""
+    """An existing tokenizer.json (a released model's) to load instead of training one; a
+    tokenizer_config.json beside it is copied too. The training fields below are then unused."""
     vocab_size: int = 128_000
-    """Ordinary (BPE) vocabulary size; special tokens are placed after it."""
+    """Ordinary (BPE) vocabulary size, the 256 byte tokens included; special tokens are placed after it."""
+    min_frequency: int = 2
+    """A merge must occur at least this often in the sample to be learned."""
+    sample_bytes: int = 1_000_000_000
+    """UTF-8 bytes of text to train on, drawn from the graded documents stratified by domain."""
+    domain_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TOKENIZER_DOMAIN_WEIGHTS))
+    """Domain -> share of the sample (renormalised over the domains present). Documents of a domain not
+    listed here, or with no domain, are never sampled. A domain smaller than its share is taken whole."""
+    heldout_fraction: float = 0.02
+    """Share of documents (chosen by a hash of seed and id) never sampled for training; the bytes/token
+    report is measured on them."""
+    special_tokens: tuple[str, ...] = LLAMA3_SPECIAL_TOKENS
+    """Named special tokens in id order from the first special id. Appending is safe; reordering or
+    removing changes ids."""
+    extra_tokens: tuple[str, ...] | None = None
+    """Markers that documents contain and that must stay one token each, placed right after
+    `special_tokens`: matched in document text and always decoded (not `special`). None: the trace
+    format's markers (`pipeline.traces.format.MARKERS`: `<|source|>`, `<|trace|>` ...); [] for none."""
+    num_special_tokens: int = 256
+    """Slots after the ordinary vocabulary; those not named above are `<|reserved_special_token_N|>`."""
+    special_tokens_placement: Literal["after", "before"] = "after"
+    """`after`: ordinary tokens take ids 0..vocab_size-1 and specials follow (Llama-3, Rnj-1);
+    `before`: specials take ids 0..num_special_tokens-1 and the ordinary tokens follow."""
+    bos_token: str = "<|begin_of_text|>"
+    """Beginning of a sequence (id 128000 in the 128K layout)."""
+    eos_token: str = "<|eot_id|>"
+    """End of a turn and the stop token of generation (id 128009, as the released generation config)."""
+    pad_token: str = "<|end_of_text|>"
+    """Padding (id 128001, as the released generation config; the Llama-3 name of that id)."""
+    add_bos: bool = True
+    """The saved tokenizer prepends the bos token when asked for special tokens (the tokenize job never
+    adds any: the shard builder places separators)."""
+    normalization: Literal["none", "nfc"] = "none"
+    """`none`: no normaliser, so decode(encode(x)) == x for any text; the pipeline's text is NFC already
+    (ingest) and the training sample is NFC-normalised. `nfc`: NFC inside tokenizer.json too, so
+    inference-time input is normalised like the training data, but non-NFC input decodes to its NFC form."""
+    system_prompt: str = "You are Rnj-1, a helpful assistant."
+    """System line of the chat template when a conversation brings none."""
+    batch_documents: int = 512
+    """Documents per `encode_batch` call inside a task."""
+
+    def __post_init__(self) -> None:
+        require(self.vocab_size >= 512, "vocab_size must be at least 512 (256 byte tokens plus merges)")
+        require(self.min_frequency >= 1, "min_frequency must be at least 1")
+        require(self.sample_bytes > 0, "sample_bytes must be positive")
+        require(all(w >= 0 for w in self.domain_weights.values()) and sum(self.domain_weights.values()) > 0,
+                "domain_weights must be non-negative with a positive sum")
+        require(0 <= self.heldout_fraction < 1, "heldout_fraction must lie in [0, 1)")
+        names = self.special_tokens + self.extra_token_names()
+        require(len(set(names)) == len(names), "special_tokens and extra_tokens must not repeat a name")
+        require(all(names), "special token names must be non-empty")
+        require(len(names) <= self.num_special_tokens,
+                f"{len(names)} named special tokens do not fit in num_special_tokens = {self.num_special_tokens}")
+        for role in ("bos_token", "eos_token", "pad_token"):
+            require(getattr(self, role) in self.special_tokens, f"{role} {getattr(self, role)!r} is not in special_tokens")
+        require(self.batch_documents >= 1, "batch_documents must be at least 1")
+
+    def extra_token_names(self) -> tuple[str, ...]:
+        """`extra_tokens`, or the trace format's markers when it is None."""
+        if self.extra_tokens is not None:
+            return self.extra_tokens
+        from pipeline.traces.format import MARKERS  # here: the config module stays free of the traces code
+
+        return MARKERS
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     preset: str = "tiny"
-    """Model preset from model/config.py's registry."""
+    """Model preset from model/config.py's registry (`rnj model info PRESET` shows its size)."""
+    model_overrides: dict[str, int | float | str] = field(default_factory=dict)
+    """Fields of the preset to change (e.g. n_layers = 4). vocab_size and max_seq_len come from the shards."""
+    run_dir: str | None = None
+    """Where checkpoints and metrics.jsonl go: a local or mounted path; default OUTPUT/train."""
+    micro_batch_size: int = 1
+    """Sequences per forward/backward on each rank; the global batch is reached by gradient accumulation."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this value."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay of the hidden matrices (Muon); embeddings and norms are not decayed."""
+    muon_momentum: float = 0.95
+    """Muon's Nesterov momentum."""
+    checkpoint_every: int = 100
+    """Steps between checkpoints (one is also written at the end of every stage and kept)."""
+    keep_checkpoints: int = 2
+    """How many recent checkpoints of a stage to keep (stage-final ones are always kept)."""
+    eval_sequences: int = 8
+    """Held-out sequences evaluated at the end of every phase (0: no evaluation)."""
+
+    def __post_init__(self) -> None:
+        require(self.micro_batch_size >= 1, "micro_batch_size must be at least 1")
+        require(self.checkpoint_every >= 1, "checkpoint_every must be at least 1")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints must be at least 1")
+        require(self.grad_clip > 0, "grad_clip must be positive")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,6 +227,8 @@ class BuildConfig:
     traces: TracesConfig = TracesConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     train: TrainConfig = TrainConfig()
+    stages: tuple[StageConfig, ...] = ()
+    """The curriculum: `[[stages]]` in training order, each with `[[stages.phases]]` (pipeline/curriculum.py)."""
     path: str = ""
     """The file this build was read from (set by the loader, not by the file)."""
 
@@ -128,6 +236,7 @@ class BuildConfig:
         names = [s.name for s in self.sources]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         require(not duplicates, f"source names must be unique; repeated: {duplicates}")
+        check_stages(self.stages)
 
     def output_uri(self, *parts: str) -> str:
         """URI of a path under the build's output root."""
@@ -192,6 +301,7 @@ def _resolve_sections(config: BuildConfig, base: str) -> BuildConfig:
     for name in ("dedup", "grade", "traces", "tokenizer", "train"):
         section = getattr(config, name)
         updates[name] = _resolve_fields(section, base)
+    updates["stages"] = resolve_stage_uris(config.stages, lambda uri: resolve_uri(base, uri))
     return dataclasses.replace(config, **updates)
 
 
