@@ -14,6 +14,7 @@ from rich.table import Table
 
 from rnj.grade_cmd import grade_group
 from rnj.model_cmd import convert_group, model_group
+from rnj.tokenizer_cmd import tokenizer_group
 from rnj.traces_cmd import traces_group
 
 console = Console()
@@ -105,10 +106,20 @@ def _ledger_table(results) -> Table:
     return table
 
 
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def train(args: tuple[str, ...]) -> None:
+    """Train the model on the build's shards (same arguments as `python -m model.train`; try --help)."""
+    from model.train import main as train_main
+
+    train_main(list(args))
+
+
 main.add_command(model_group)
 main.add_command(convert_group)
 main.add_command(traces_group)
 main.add_command(grade_group)
+main.add_command(tokenizer_group)
 
 
 if __name__ == "__main__":

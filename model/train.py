@@ -1,0 +1,272 @@
+"""Train the model on the build's shards, stage by stage: `python -m model.train CONFIG --stage pretrain`.
+
+    python -m model.train configs/demo.toml --all          # every stage in order, resuming where it stopped
+    python -m model.train configs/demo.toml --stage sft    # one stage (starts from the previous stage's end)
+    python -m model.train configs/demo.toml --dry-run      # the step plan per phase, then exit
+    torchrun --nproc-per-node 8 -m model.train CONFIG --stage pretrain
+
+A stage reads its phases' shards in training order. A step consumes `global_batch_tokens / seq_len`
+sequences, split over ranks and micro-batches; the loss is averaged per token over the whole global batch.
+The learning rate comes from the phase (its shape, start and end), so data phases and learning-rate phases
+line up by construction. Checkpoints (model, Muon and AdamW state, position, RNGs) are written atomically
+every `checkpoint_every` steps and at the end of each stage; a rerun resumes from the latest complete one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import Checkpointer
+from model.config import ModelConfig, get_preset
+from model.data import StageData
+from model.distributed import Distributed
+from model.info import model_info
+from model.metrics import MetricsLog, device_peak_flops, mfu, plot_metrics, read_metrics
+from model.optim import OptimizerSettings, build_optimizers, set_learning_rate
+from model.transformer import IGNORE_INDEX, Transformer
+from pipeline.config import BuildConfig, load_build
+from pipeline.curriculum import PhaseSpan, Position, StageConfig, lookup, schedule
+
+
+def stage_spans(cfg: BuildConfig, stage: StageConfig) -> list[PhaseSpan]:
+    """The stage's phases on the global step axis (steps count across all stages)."""
+    return [span for span in schedule(cfg.stages) if span.stage.name == stage.name]
+
+
+def model_config(cfg: BuildConfig, stage: StageConfig, vocab_size: int) -> ModelConfig:
+    """The preset at this stage's context: plain RoPE up to the pretraining length, YaRN beyond it."""
+    base = get_preset(cfg.train.preset, **dict(cfg.train.model_overrides))
+    pretrain_len = min(s.seq_len for s in cfg.stages)
+    base = dataclasses.replace(base, vocab_size=vocab_size, max_seq_len=pretrain_len)
+    if stage.seq_len > pretrain_len:
+        return base.with_yarn(factor=stage.seq_len / pretrain_len)
+    return base
+
+
+class Trainer:
+    """One stage of training on one process (or one rank of a torchrun job)."""
+
+    def __init__(self, cfg: BuildConfig, stage: StageConfig, run_dir: Path, dist: Distributed):
+        self.cfg, self.stage, self.run_dir, self.dist = cfg, stage, run_dir, dist
+        self.spans = stage_spans(cfg, stage)
+        self.first_step, self.end_step = self.spans[0].first_step, self.spans[-1].end_step
+        self.data = StageData(cfg, stage)
+        for span in self.spans:
+            built = self.data.num_sequences(span.phase.name)
+            if built != span.num_sequences:
+                raise ValueError(f"phase {stage.name}/{span.phase.name}: the shards hold {built} sequences, the "
+                                 f"build file's budget needs {span.num_sequences}: rebuild the shards")
+        self.model_cfg = model_config(cfg, stage, self.data.vocab_size)
+        torch.manual_seed(cfg.build.seed)
+        self.model = Transformer(self.model_cfg).to(dist.device)
+        self.optimizers = build_optimizers(self.model, OptimizerSettings(
+            weight_decay=cfg.train.weight_decay, muon_momentum=cfg.train.muon_momentum))
+        self.train_model = dist.wrap(self.model, cfg.train)
+        self.checkpoints = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
+        self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=dist.rank == 0)
+        self.step = self.first_step
+        self.tokens_seen = 0
+        per_token = model_info(self.model_cfg, seq_lens=(stage.seq_len,)).flops_per_token[stage.seq_len]
+        self.flops_per_token, self.peak = per_token, device_peak_flops(dist.device)
+
+    def start(self) -> str:
+        """Resume from the run's latest checkpoint inside this stage, else start from the previous stage's
+        final checkpoint (weights, optimizer state and RNGs carry over: one continuous run), else from scratch."""
+        latest = self.checkpoints.latest()
+        latest_step = int(latest.name.split("-")[1]) if latest else 0
+        if latest_step >= self.end_step:
+            self.step = self.end_step
+            return f"{self.stage.name} is already trained (the run's latest checkpoint is {latest})"
+        if latest is not None and latest_step > self.first_step:
+            self._restore(latest)
+            return f"resumed {self.stage.name} at step {self.step} from {latest}"
+        if self.first_step == 0:
+            return f"started {self.stage.name} from scratch ({self.model_cfg.name}, {self.model.num_params():,} params)"
+        final = self.checkpoints.folder / f"step-{self.first_step:09d}"
+        if not (final / "COMPLETE").exists():
+            raise RuntimeError(f"stage {self.stage.name!r} starts from the end of the previous stage (step "
+                               f"{self.first_step}), which has no checkpoint in {self.checkpoints.folder}: "
+                               f"train the earlier stages first (rnj train CONFIG --all)")
+        self._restore(final)
+        return f"started {self.stage.name} from the end of the previous stage ({final})"
+
+    def _restore(self, path: Path) -> None:
+        state = self.checkpoints.load(path, self.model, self.optimizers)
+        self.step, self.tokens_seen = state["step"], state["tokens_seen"]
+        phase = state["data"]["phase"]
+        if self.step > self.first_step and state["data"]["build_hash"] != self.data.build_hash(phase):
+            raise RuntimeError(f"checkpoint {path} was trained on other shards of phase {phase!r} (build hash "
+                               f"changed): the data was rebuilt; start a new run_dir or rebuild the old shards")
+        if self.dist.rank == 0:
+            _truncate_metrics(self.metrics.path, self.step)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.end_step
+
+    def run(self, max_steps: int | None = None, progress: bool = True) -> None:
+        """Train to the end of the stage (or `max_steps` more steps), checkpointing as configured."""
+        end = self.end_step if max_steps is None else min(self.end_step, self.step + max_steps)
+        bar = _progress(self.end_step - self.first_step, self.step - self.first_step,
+                        enabled=progress and self.dist.rank == 0, stage=self.stage.name)
+        self.metrics.elapsed()
+        while self.step < end:
+            position = lookup(self.cfg.stages, self.step)
+            record = self._train_step(position)
+            self.step += 1
+            if self.step == position.span.end_step and self.cfg.train.eval_sequences:
+                record["eval_loss"] = self.evaluate(position.phase.name)
+            self.metrics.write(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            if self.step == self.end_step:
+                self.checkpoints.save(self.step, self.model, self.optimizers, self._state(position),
+                                      keep_forever=True)
+            elif self.step % self.cfg.train.checkpoint_every == 0:
+                self.checkpoints.save(self.step, self.model, self.optimizers, self._state(position))
+        bar.close()
+
+    def _train_step(self, position: Position) -> dict:
+        phase = position.phase
+        lr = position.lr
+        rates = set_learning_rate(self.optimizers, lr)
+        per_step = self.stage.sequences_per_step
+        micro_batches = self.data.micro_batches(phase.name, position.first_sequence, per_step, self.dist.rank,
+                                                self.dist.world_size, self.cfg.train.micro_batch_size,
+                                                self.dist.device)
+        # The loss is a mean over every counted token of the global batch, across micro-batches and ranks.
+        local_tokens = sum(int((mb["targets"] != IGNORE_INDEX).sum()) for mb in micro_batches)
+        total_tokens = self.dist.all_reduce_sum(local_tokens)
+        loss_sum = 0.0
+        for i, mb in enumerate(micro_batches):
+            last = i == len(micro_batches) - 1
+            with (contextlib.nullcontext() if last else self.dist.no_sync(self.train_model)), self.dist.autocast():
+                out = self.train_model(mb["tokens"], mb["doc_ids"], targets=mb["targets"])
+                loss = out.loss_sum / max(total_tokens, 1)
+            loss.backward()
+            loss_sum += out.loss_sum.item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        for optimizer in self.optimizers:
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        seconds = self.metrics.elapsed()
+        step_tokens = per_step * self.stage.seq_len
+        self.tokens_seen += step_tokens
+        return {
+            "step": self.step + 1, "stage": self.stage.name, "phase": phase.name,
+            "sequences": [position.first_sequence, position.first_sequence + per_step],
+            "loss": self.dist.all_reduce_sum(loss_sum) / max(total_tokens, 1), "lr": lr, "lrs": rates,
+            "grad_norm": float(grad_norm), "tokens_seen": self.tokens_seen, "loss_tokens": total_tokens,
+            "tokens_per_s": step_tokens / seconds,
+            "mfu": mfu(step_tokens / seconds, self.flops_per_token, self.peak, self.dist.world_size),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, phase: str) -> float | None:
+        """Mean token loss on the sequences the build held out for this phase."""
+        batches = self.data.eval_batches(phase, self.cfg.train.eval_sequences, self.dist.device)
+        if not batches:
+            return None
+        self.model.eval()
+        loss_sum, tokens = 0.0, 0
+        for mb in batches:
+            with self.dist.autocast():
+                out = self.model(mb["tokens"], mb["doc_ids"], targets=mb["targets"])
+            loss_sum, tokens = loss_sum + out.loss_sum.item(), tokens + int(out.num_tokens)
+        self.model.train()
+        return loss_sum / max(tokens, 1)
+
+    def _state(self, position: Position) -> dict:
+        return {"step": self.step, "tokens_seen": self.tokens_seen, "stage": self.stage.name,
+                "data": {"phase": position.phase.name, "build_hash": self.data.build_hash(position.phase.name),
+                         "next_sequence": position.first_sequence + self.stage.sequences_per_step}}
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records a killed run wrote after its last checkpoint; the resumed run writes them again."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _progress(total: int, initial: int, enabled: bool, stage: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="step", desc=stage, dynamic_ncols=True)
+
+
+def run_dir_of(cfg: BuildConfig) -> Path:
+    path = cfg.train.run_dir or cfg.output_uri("train")
+    if "://" in path and not path.startswith("file://"):
+        raise ValueError(f"run_dir {path} must be a local or mounted path (mount gs:// buckets with gcsfuse)")
+    return Path(path.removeprefix("file://"))
+
+
+def print_plan(cfg: BuildConfig, stages: list[StageConfig]) -> None:
+    """The step plan of each stage: phases, step ranges, learning rates and sequences."""
+    for stage in stages:
+        print(f"stage {stage.name} ({stage.kind}): seq_len {stage.seq_len}, {stage.sequences_per_step} sequences "
+              f"({stage.global_batch_tokens:,} tokens) per step")
+        for span in stage_spans(cfg, stage):
+            phase = span.phase
+            end = phase.lr_start if phase.lr_end is None else phase.lr_end
+            warmup = f" after {phase.lr_warmup_steps} warm-up steps" if phase.lr_warmup_steps else ""
+            print(f"  {phase.name:<12} steps {span.first_step:>7} .. {span.end_step:<7} lr {phase.lr_shape} "
+                  f"{phase.lr_start:g} -> {end:g}{warmup}  ({span.num_sequences:,} sequences, "
+                  f"{phase.tokens:,} tokens)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="model.train", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="build file (TOML)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--stage", help="train this stage only")
+    which.add_argument("--all", action="store_true", help="train every stage in order, resuming where it stopped")
+    parser.add_argument("--dry-run", action="store_true", help="print the step plan per phase and exit")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (for tests)")
+    parser.add_argument("--plot", metavar="PNG", help="draw the run's loss and lr curves to PNG and exit")
+    args = parser.parse_args(argv)
+    cfg = load_build(args.config)
+    if not cfg.stages:
+        raise SystemExit(f"{args.config} has no [[stages]]: nothing to train")
+    if args.plot:
+        print(plot_metrics(run_dir_of(cfg) / "metrics.jsonl", args.plot))
+        return
+    names = [s.name for s in cfg.stages]
+    if args.stage and args.stage not in names:
+        raise SystemExit(f"unknown stage {args.stage!r}; the build's stages are {names}")
+    stages = [s for s in cfg.stages if args.all or not args.stage or s.name == args.stage]
+    if args.dry_run:
+        print_plan(cfg, stages)
+        return
+    with Distributed.setup() as dist:
+        for stage in stages:
+            train_stage(cfg, stage, dist, args.max_steps)
+
+
+def train_stage(cfg: BuildConfig, stage: StageConfig, dist: Distributed, max_steps: int | None = None) -> Trainer:
+    trainer = Trainer(cfg, stage, run_dir_of(cfg), dist)
+    message = trainer.start()
+    if dist.rank == 0:
+        print(message, file=sys.stderr)
+    start = time.perf_counter()
+    trainer.run(max_steps)
+    if dist.rank == 0:
+        losses = [r["loss"] for r in read_metrics(trainer.metrics.path) if r.get("stage") == stage.name]
+        if losses:
+            print(f"{stage.name}: step {trainer.step} of {trainer.first_step}..{trainer.end_step}, loss {losses[0]:.3f} -> "
+                  f"{losses[-1]:.3f} ({time.perf_counter() - start:.0f}s)", file=sys.stderr)
+    return trainer
+
+
+if __name__ == "__main__":
+    main()
