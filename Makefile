@@ -13,12 +13,16 @@ export PYSPARK_DRIVER_PYTHON := $(abspath $(PY))
 
 install: $(STAMP) system-deps
 
-# bubblewrap gives the traces sandbox its namespace layer; without it the sandbox falls back to the other
-# layers (docs/traces.md). Installed when missing and we may (root with apt-get); never fatal.
+# System packages, installed when missing and we may (root with apt-get); never fatal:
+# bubblewrap gives the traces sandbox its namespace layer (without it the sandbox falls back to its other
+# layers, docs/traces.md); chromium renders the HTML report in its test (skipped without it).
+SYSTEM_PACKAGES := bwrap:bubblewrap chromium:chromium
 system-deps:
-	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && { apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap \
-	  >/dev/null 2>&1; } ; command -v bwrap >/dev/null 2>&1 || echo "note: bubblewrap not installed; the traces sandbox runs without its namespace layer"; }
+	@missing=""; for pair in $(SYSTEM_PACKAGES); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing system packages:$$missing"; apt-get update -qq >/dev/null 2>&1; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null 2>&1 \
+	  || echo "note: could not install$$missing (tests that need them are skipped)"; fi
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +35,12 @@ $(STAMP): pyproject.toml
 demo: install
 	$(VENV)/bin/rnj sample --out out/demo/sample
 	$(VENV)/bin/rnj run configs/demo.toml
+	$(VENV)/bin/rnj train configs/demo.toml --all
+	$(VENV)/bin/rnj train configs/demo.toml --plot out/demo/training.png
+	$(VENV)/bin/rnj export configs/demo.toml out/demo/hf --generate "def fibonacci(n):"
+	@echo "demo outputs: sample corpus out/demo/sample, jobs out/demo/build/<job>, shards out/demo/build/build,"
+	@echo "  training run out/demo/build/train (metrics.jsonl, checkpoints), curves out/demo/training.png,"
+	@echo "  Hugging Face export out/demo/hf"
 
 test: install
 	$(PY) -m pytest

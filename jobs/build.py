@@ -6,7 +6,7 @@
 Reads the committed `tokenize` documents and tokenizer (and, for SFT stages, the conversations named by
 `sft_uris`). Writes, per phase, `OUTPUT/build/STAGE/PHASE/` with `manifest.json`, `train-NNNNN.arrow`
 shards in training order and `eval-00000.arrow` (held-out sequences); `curriculum.json` (the phases in
-order) and `report.json` (mixture achieved vs target, padding, cuts, timings) at the top; `_LEDGER.json`.
+order) and `report.json` (mixture achieved vs target, padding, cuts) at the top; `_LEDGER.json`.
 
 What runs where (docs/curriculum.md): the driver only sees per-bucket totals and per-bin sums (a few
 thousand rows) and plans the mixture with pipeline.mixing. Executors do the rest: bucketing and selection
@@ -193,7 +193,8 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
                 docs.unpersist()
         phases.append({"stage": stage.name, "phase": phase.name, "kind": stage.kind,
                        "first_step": span.first_step, "steps": span.steps})
-        reports[f"{stage.name}/{phase.name}"] = _phase_report(manifest, time.perf_counter() - start)
+        reports[f"{stage.name}/{phase.name}"] = _phase_report(manifest)
+        print(f"build: {stage.name}/{phase.name} packed in {time.perf_counter() - start:.1f}s", flush=True)
     _count_upstream(ledger, upstream, [spark.read.parquet(u) for u in usage_uris])
     fs, usage_root = fsspec.core.url_to_fs(posixpath.join(tmp, "_usage"))
     if fs.exists(usage_root):
@@ -274,7 +275,9 @@ def _repo_documents(tokenizer_uri: str, limit: int):
 
     def make(table: pa.Table) -> pa.Table:
         tokenizer = _load_tokenizer(tokenizer_uri)
-        rows = table.to_pylist()
+        # Rows arrive in whatever order the shuffle gave; sorted by id, files with the same path (vendored
+        # copies) keep one order whatever the partitioning (group_repo_files' sort by path is stable).
+        rows = sorted(table.to_pylist(), key=lambda r: r["id"])
         repo = rows[0]["repo"]
         paths = [repo_path(r["uri"] or r["id"], repo) for r in rows]
         headers = {}
@@ -366,15 +369,18 @@ def _list_files(pattern: str) -> list[str]:
 
 
 def _sft_listing(cfg: BuildConfig) -> str:
-    """Names, sizes and mtimes of the SFT inputs: part of the input hash (they are not a committed job)."""
+    """Names and content hashes of the SFT inputs: part of the input hash (they are not a committed job).
+    Contents, not modification times, so that the same files give the same hash on every machine."""
     entries = []
     for stage in cfg.stages:
         for phase in stage.phases:
             for pattern in phase.sft_uris.values():
                 for uri in _list_files(pattern):
-                    fs, path = fsspec.core.url_to_fs(uri)
-                    info = fs.info(path)
-                    entries.append(f"{uri}\t{info.get('size')}\t{info.get('mtime', info.get('updated', ''))}")
+                    digest = hashlib.sha256()
+                    with fsspec.open(uri, "rb") as f:
+                        for block in iter(lambda: f.read(1 << 22), b""):
+                            digest.update(block)
+                    entries.append(f"{uri}\t{digest.hexdigest()}")
     return "\n".join(sorted(entries))
 
 
@@ -602,13 +608,14 @@ def _manifest(cfg, stage: StageConfig, phase: PhaseConfig, plan, stats: list[dic
     }
 
 
-def _phase_report(manifest: dict, seconds: float) -> dict:
+def _phase_report(manifest: dict) -> dict:
+    """The phase's line in report.json: figures only, no timings, so the report is byte-identical too."""
     packing = manifest["packing"]
     return {
         "num_sequences": manifest["num_sequences"], "non_padding": round(packing["non_padding"], 6),
         "cut_fraction": round(packing["cut"] / max(packing["pieces"], 1), 6),
         "eval_sequences": manifest["eval"]["num_sequences"], "mixture": manifest["mixture"],
-        "tokens_by_domain": manifest["tokens_by_domain"], "seconds": round(seconds, 2),
+        "tokens_by_domain": manifest["tokens_by_domain"],
     }
 
 
@@ -651,4 +658,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # As a script (spark-submit jobs/build.py) this file is `__main__`; run the importable module instead,
+    # so that functions shipped to executors are pickled by reference to `jobs.build`, which they can import.
+    from jobs.build import main as module_main
+
+    module_main()

@@ -217,4 +217,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # As a script (spark-submit jobs/grade.py) this file is `__main__`; run the importable module instead,
+    # so that functions shipped to executors are pickled by reference to `jobs.grade`, which they can import.
+    from jobs.grade import main as module_main
+
+    module_main()

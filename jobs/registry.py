@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-JOB_ORDER: tuple[str, ...] = ("ingest", "traces")
+JOB_ORDER: tuple[str, ...] = ("ingest", "traces", "dedup", "grade", "tokenize", "build")
 
 
 def job_module(name: str):

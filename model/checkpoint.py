@@ -19,7 +19,12 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    get_model_state_dict,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 
 COMPLETE = "COMPLETE"
 KEEP = "KEEP"
@@ -98,6 +103,16 @@ class Checkpointer:
         set_state_dict(model, optimizers, model_state_dict=state["model"], optim_state_dict=state["optim"])
         trainer_state = torch.load(path / f"trainer_state-rank{_rank()}.pt", weights_only=False)
         set_rng_state(trainer_state.pop("rng"))
+        return trainer_state
+
+    @staticmethod
+    def load_weights(path: Path, model: nn.Module) -> dict:
+        """Restore only the model's weights from `path` (for export and evaluation); returns the trainer state."""
+        state = {"model": get_model_state_dict(model)}
+        dcp.load(state, checkpoint_id=str(path))
+        set_model_state_dict(model, state["model"])
+        trainer_state = torch.load(path / f"trainer_state-rank{_rank()}.pt", weights_only=False)
+        trainer_state.pop("rng", None)
         return trainer_state
 
     def _prune(self) -> None:

@@ -1,14 +1,26 @@
-"""Process group, device, model wrapping and reductions: one process, or one rank of a torchrun job."""
+"""Process group, device, model wrapping and reductions: one process, or one rank of a torchrun job.
+
+Wrapping order (`Distributed.wrap`): activation checkpointing → torch.compile → DDP or FSDP2. The first two
+act on each block in place and keep parameter names (the optimizer table and the checkpoints' keys do not
+change with them); FSDP2's `fully_shard` replaces parameters by DTensor shards, so optimizers are built
+after wrapping.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
+from torch.utils.checkpoint import checkpoint
+
+ActivationCheckpointing = Literal["none", "selective", "full"]
 
 
 @dataclass
@@ -21,7 +33,10 @@ class Distributed:
     @classmethod
     @contextlib.contextmanager
     def setup(cls):
-        """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU); leave it after."""
+        """Join the torchrun process group when WORLD_SIZE > 1 (NCCL on GPUs, gloo on CPU); leave it after.
+
+        torchrun sets RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT, for one node
+        (`--nproc-per-node 8`) or many (`--nnodes 4 --rdzv-backend c10d --rdzv-endpoint HOST:29400`)."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if torch.cuda.is_available():
@@ -30,7 +45,8 @@ class Distributed:
         else:
             device = torch.device("cpu")
         if world_size > 1:
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                    device_id=device if device.type == "cuda" else None)
         try:
             yield cls(rank=int(os.environ.get("RANK", "0")), world_size=world_size, local_rank=local_rank,
                       device=device)
@@ -39,7 +55,18 @@ class Distributed:
                 dist.destroy_process_group()
 
     def wrap(self, model: nn.Module, train_cfg) -> nn.Module:
-        """DDP across ranks when there are several; the model itself otherwise."""
+        """Checkpoint and compile blocks as configured, then DDP or FSDP2 across ranks.
+
+        Returns the module to call for training. Under FSDP2 that is `model` itself, sharded in place (its
+        parameters become DTensors); under DDP the DDP wrapper around `model`. A model built on the CPU is
+        moved to the device here: FSDP2 moves one block at a time and keeps only its shard, so the full
+        model never sits on one GPU."""
+        apply_activation_checkpointing(model, train_cfg.activation_checkpointing)
+        if train_cfg.compile:
+            compile_blocks(model)
+        if self.world_size > 1 and train_cfg.parallel == "fsdp":
+            return shard_model(model, self.device)
+        model.to(self.device)
         if self.world_size == 1:
             return model
         from torch.nn.parallel import DistributedDataParallel
@@ -48,8 +75,17 @@ class Distributed:
         return DistributedDataParallel(model, device_ids=ids)
 
     def no_sync(self, model: nn.Module):
-        """Skip the gradient all-reduce on all but the last micro-batch of a step."""
+        """Skip DDP's gradient all-reduce on all but the last micro-batch of a step.
+
+        FSDP2 reduce-scatters after every micro-batch instead: skipping it would keep whole unsharded
+        gradients across the micro-batches, the memory FSDP is there to save."""
         return model.no_sync() if hasattr(model, "no_sync") else contextlib.nullcontext()
+
+    @property
+    def loss_scale(self) -> int:
+        """DDP and FSDP2 average gradients over ranks, but each rank's loss is already divided by the whole
+        global batch's token count: scaling by the world size makes the reduced gradient the global sum."""
+        return self.world_size
 
     def all_reduce_sum(self, value: float | int) -> float | int:
         if self.world_size == 1:
@@ -63,3 +99,63 @@ class Distributed:
         if self.device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+
+def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """FSDP2: each block is one unit of all-gather / reduce-scatter; the root holds the tied embedding /
+    LM head and the final norm. On GPU the gathered weights are bf16 and gradients reduce in float32
+    (matching the bf16 autocast the trainer uses); float32 throughout on CPU."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+              if device.type == "cuda" else MixedPrecisionPolicy())
+    for block in model.blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy)
+    fully_shard(model, mesh=mesh, mp_policy=policy)
+    return model
+
+
+def checkpointed_blocks(n_blocks: int, mode: ActivationCheckpointing) -> list[int]:
+    """Indices of the blocks whose activations are recomputed: none, every other one, or all."""
+    if mode == "none":
+        return []
+    if mode == "selective":
+        return list(range(0, n_blocks, 2))
+    if mode == "full":
+        return list(range(n_blocks))
+    raise ValueError(f"activation_checkpointing must be 'none', 'selective' or 'full' (got {mode!r})")
+
+
+def apply_activation_checkpointing(model: nn.Module, mode: ActivationCheckpointing) -> None:
+    """Run the chosen blocks under `torch.utils.checkpoint` (non-reentrant): their inner activations are
+    dropped after forward and recomputed in backward; only each block's input is kept.
+
+    The block's `forward` is replaced on the instance rather than wrapping the module, so parameter names
+    (the optimizer table, the checkpoint keys) stay as they are. The recomputation replays the same ops on
+    the same inputs, so loss and gradients equal those without checkpointing."""
+    for i in checkpointed_blocks(len(model.blocks), mode):
+        block = model.blocks[i]
+        if getattr(block, "_activation_checkpointed", False):
+            continue
+        block.forward = functools.partial(checkpoint, block.forward, use_reentrant=False)
+        block._activation_checkpointed = True
+
+
+def compile_blocks(model: nn.Module) -> None:
+    """torch.compile each block's forward (fullgraph), after activation checkpointing so that the compiler
+    sees the checkpoint region. The forward, not the module call: FSDP2's and DDP's hooks stay eager."""
+    for block in model.blocks:
+        block.forward = torch.compile(block.forward, fullgraph=True)
+
+
+def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> float:
+    """`torch.nn.utils.clip_grad_norm_` that also works on FSDP2's sharded gradients: the norm of DTensor
+    shards is reduced over ranks (`full_tensor`) before the clip coefficient is applied."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    if isinstance(total, DTensor):
+        total = total.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+    return float(total)

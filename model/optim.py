@@ -17,6 +17,9 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
+
+from model.muon_distributed import DistributedMuon
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,8 +95,11 @@ def build_optimizers(model: nn.Module, settings: OptimizerSettings,
     adamw_groups = [g for (opt, _), g in sorted(groups.items()) if opt == "adamw"]
     optimizers: list[torch.optim.Optimizer] = []
     if muon_groups:
-        optimizers.append(torch.optim.Muon(muon_groups, lr=0.0, momentum=settings.muon_momentum, nesterov=True,
-                                           ns_steps=settings.muon_ns_steps, adjust_lr_fn="match_rms_adamw"))
+        # FSDP2 shards parameters as DTensors: Newton–Schulz must then see whole matrices (muon_distributed.py).
+        sharded = any(isinstance(p, DTensor) for g in muon_groups for p in g["params"])
+        muon = DistributedMuon if sharded else torch.optim.Muon
+        optimizers.append(muon(muon_groups, lr=0.0, momentum=settings.muon_momentum, nesterov=True,
+                               ns_steps=settings.muon_ns_steps, adjust_lr_fn="match_rms_adamw"))
     if adamw_groups:
         optimizers.append(torch.optim.AdamW(adamw_groups, lr=0.0, betas=settings.adamw_betas,
                                             eps=settings.adamw_eps))
@@ -104,7 +110,7 @@ def set_learning_rate(optimizers: list[torch.optim.Optimizer], lr: float) -> dic
     """Set every group's rate to `lr × lr_mult`; returns {optimizer/rule: lr} for the metrics."""
     rates = {}
     for optimizer in optimizers:
-        kind = type(optimizer).__name__.lower()
+        kind = "muon" if isinstance(optimizer, torch.optim.Muon) else type(optimizer).__name__.lower()
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_mult"]
             rates[f"{kind}/{group['rule']}"] = group["lr"]

@@ -27,7 +27,7 @@ import torch
 from model.checkpoint import Checkpointer
 from model.config import ModelConfig, get_preset
 from model.data import StageData
-from model.distributed import Distributed
+from model.distributed import Distributed, clip_grad_norm
 from model.info import model_info
 from model.metrics import MetricsLog, device_peak_flops, mfu, plot_metrics, read_metrics
 from model.optim import OptimizerSettings, build_optimizers, set_learning_rate
@@ -66,10 +66,13 @@ class Trainer:
                                  f"build file's budget needs {span.num_sequences}: rebuild the shards")
         self.model_cfg = model_config(cfg, stage, self.data.vocab_size)
         torch.manual_seed(cfg.build.seed)
-        self.model = Transformer(self.model_cfg).to(dist.device)
+        # Built on the CPU from the seed, so every rank and every world size starts from the same weights;
+        # `wrap` moves it to the device (FSDP2: block by block, keeping only each rank's shard).
+        self.model = Transformer(self.model_cfg)
+        self.train_model = dist.wrap(self.model, cfg.train)
+        # After wrapping: FSDP2 replaced the parameters by DTensor shards (and Muon by DistributedMuon).
         self.optimizers = build_optimizers(self.model, OptimizerSettings(
             weight_decay=cfg.train.weight_decay, muon_momentum=cfg.train.muon_momentum))
-        self.train_model = dist.wrap(self.model, cfg.train)
         self.checkpoints = Checkpointer(run_dir / "checkpoints", keep=cfg.train.keep_checkpoints)
         self.metrics = MetricsLog(run_dir / "metrics.jsonl", enabled=dist.rank == 0)
         self.step = self.first_step
@@ -150,10 +153,10 @@ class Trainer:
             last = i == len(micro_batches) - 1
             with (contextlib.nullcontext() if last else self.dist.no_sync(self.train_model)), self.dist.autocast():
                 out = self.train_model(mb["tokens"], mb["doc_ids"], targets=mb["targets"])
-                loss = out.loss_sum / max(total_tokens, 1)
+                loss = out.loss_sum * self.dist.loss_scale / max(total_tokens, 1)
             loss.backward()
             loss_sum += out.loss_sum.item()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        grad_norm = clip_grad_norm(list(self.model.parameters()), self.cfg.train.grad_clip)
         for optimizer in self.optimizers:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -209,6 +209,16 @@ class TrainConfig:
     """How many recent checkpoints of a stage to keep (stage-final ones are always kept)."""
     eval_sequences: int = 8
     """Held-out sequences evaluated at the end of every phase (0: no evaluation)."""
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """How a torchrun job splits the work: "ddp" replicates the model on every rank (models that fit one
+    GPU with their gradients and optimizer state); "fsdp" shards parameters, gradients and optimizer state
+    over the ranks (FSDP2 `fully_shard` per block, Muon through model/muon_distributed.py). One process
+    ignores it."""
+    activation_checkpointing: Literal["none", "selective", "full"] = "none"
+    """Recompute activations in backward instead of keeping them: "selective" recomputes every other block,
+    "full" every block (about one more forward per step; what 32K context needs on one GPU)."""
+    compile: bool = False
+    """torch.compile each transformer block (fullgraph); worth it on GPUs, slow to start on CPU."""
 
     def __post_init__(self) -> None:
         require(self.micro_batch_size >= 1, "micro_batch_size must be at least 1")

@@ -264,6 +264,32 @@ class Phase:
     def iterator(self, rank: int = 0, world: int = 1) -> PhaseIterator:
         return PhaseIterator(self, rank, world)
 
+    @property
+    def entries(self) -> list[dict]:
+        """The manifest's entries of this split's shards, in order."""
+        return _split_entries(self.manifest, self.split)
+
+    def record_batches(self) -> Iterator[tuple[str, int, pa.RecordBatch]]:
+        """(shard name, global index of its first row, batch) for every record batch in order: every column
+        of the shards (document ids and labels too), for inspection tools."""
+        for entry, shard, start in zip(self.entries, self._shards, self._starts):
+            for b, batch in enumerate(shard.batches):
+                yield entry["path"], int(start + shard.starts[b]), batch
+
+    def locate(self, index: int) -> tuple[str, int]:
+        """(shard name, row inside it) of global sequence `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sequence {index} out of range: the phase holds {len(self)}")
+        s = int(np.searchsorted(self._starts, index, side="right") - 1)
+        return self.entries[s]["path"], index - int(self._starts[s])
+
+    def row(self, index: int) -> dict:
+        """Every column of sequence `index` as Python values (a copy; for display, not for training)."""
+        name, r = self.locate(index)
+        shard = self._shards[[e["path"] for e in self.entries].index(name)]
+        b = int(np.searchsorted(shard.starts, r, side="right") - 1)
+        return shard.batches[b].slice(r - int(shard.starts[b]), 1).to_pylist()[0]
+
 
 def as_torch(array: np.ndarray):
     """A torch tensor over the same memory. Shard pages are read-only, which torch warns about; the
@@ -361,22 +387,48 @@ def open_phase(
         if manifest.get(key) != value:
             raise ShardError(f"{uri}: manifest {key} is {manifest.get(key)!r}, expected {value!r} (built with "
                              "another tokenizer, sequence length or curriculum: rebuild, or fix the build file)")
+    for problem in manifest_problems(manifest):
+        raise ShardError(f"{uri}: {problem}")
     seq_len = manifest["seq_len"]
-    if manifest["num_tokens"] != manifest["num_sequences"] * seq_len:
-        raise ShardError(f"{uri}: num_tokens {manifest['num_tokens']} != num_sequences * seq_len")
-    if sum(e["num_sequences"] for e in manifest["shards"]) != manifest["num_sequences"]:
-        raise ShardError(f"{uri}: the shards' num_sequences do not add up to {manifest['num_sequences']}")
-    fs, root = fsspec.core.url_to_fs(uri)
-    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
     paths = []
     for entry in _split_entries(manifest, split):
-        shard_uri = fs.unstrip_protocol(posixpath.join(root, entry["path"]))
-        if not fs.exists(posixpath.join(root, entry["path"])):
-            raise ShardError(f"{shard_uri}: listed in the manifest but missing")
-        path = posixpath.join(root, entry["path"]) if local else _cached(shard_uri, cache_dir)
+        path = local_shard_path(uri, entry["path"], cache_dir)
         _check_file(path, entry, seq_len, manifest, verify)
         paths.append(path)
     return Phase(uri, manifest, split, paths)
+
+
+def manifest_problems(manifest: dict) -> list[str]:
+    """What is inconsistent inside a manifest (its totals), without looking at any shard."""
+    problems = []
+    if manifest["num_tokens"] != manifest["num_sequences"] * manifest["seq_len"]:
+        problems.append(f"num_tokens {manifest['num_tokens']} != num_sequences * seq_len")
+    if sum(e["num_sequences"] for e in manifest["shards"]) != manifest["num_sequences"]:
+        problems.append(f"the shards' num_sequences do not add up to {manifest['num_sequences']}")
+    held = manifest.get("eval", {})
+    if "num_sequences" in held and sum(e["num_sequences"] for e in held.get("shards", [])) != held["num_sequences"]:
+        problems.append(f"the eval shards' num_sequences do not add up to {held['num_sequences']}")
+    return problems
+
+
+def local_shard_path(uri: str, name: str, cache_dir: str | None = None) -> str:
+    """A local path to read the shard `name` of the phase at `uri` from: the file itself when the phase is
+    local, else a copy in the cache. Raises ShardError when the shard is missing."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    path = posixpath.join(root, name)
+    if not fs.exists(path):
+        raise ShardError(f"{fs.unstrip_protocol(path)}: listed in the manifest but missing")
+    local = "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+    return path if local else _cached(fs.unstrip_protocol(path), cache_dir)
+
+
+def unlisted_shards(uri: str, manifest: dict) -> list[str]:
+    """Names of `.arrow` files in the phase folder that the manifest does not list (leftovers of another
+    build, or files copied in by hand): the reader never reads them, but they signal a mixed-up folder."""
+    fs, root = fsspec.core.url_to_fs(uri)
+    listed = {e["path"] for e in manifest["shards"] + manifest.get("eval", {}).get("shards", [])}
+    names = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
+    return [n for n in names if n.endswith(".arrow") and n not in listed]
 
 
 def _cached(uri: str, cache_dir: str | None) -> str:
@@ -385,24 +437,36 @@ def _cached(uri: str, cache_dir: str | None) -> str:
 
 
 def _check_file(path: str, entry: dict, seq_len: int, manifest: dict, verify: str) -> None:
+    for problem in shard_file_problems(path, entry, seq_len, manifest, verify):
+        raise ShardError(problem)
+
+
+def shard_file_problems(path: str, entry: dict, seq_len: int, manifest: dict,
+                        verify: Literal["full", "metadata"] = "full") -> list[str]:
+    """Every way the local shard file at `path` differs from its manifest `entry`: size, sha256 (`full`),
+    Arrow IPC readability and schema. Each message starts with the shard's name. An empty list: it holds."""
     import os
 
     name = entry["path"]
-    if "bytes" in entry and os.path.getsize(path) != entry["bytes"]:
-        raise ShardError(f"{name}: {os.path.getsize(path)} bytes, the manifest says {entry['bytes']} (truncated?)")
+    problems = []
+    size = os.path.getsize(path)
+    if "bytes" in entry and size != entry["bytes"]:
+        problems.append(f"{name}: {size} bytes, the manifest says {entry['bytes']} (truncated?)")
     if verify == "full":
         with open(path, "rb") as f:
             digest = _sha256(f)
         if digest != entry["sha256"]:
-            raise ShardError(f"{name}: sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}... "
-                             "(corrupted or replaced)")
+            problems.append(f"{name}: sha256 {digest[:12]}... differs from the manifest's {entry['sha256'][:12]}... "
+                            "(corrupted or replaced)")
     try:
         schema = pa.ipc.open_file(pa.memory_map(path, "r")).schema
-    except pa.ArrowInvalid as err:
-        raise ShardError(f"{name}: not an Arrow IPC file ({err})") from None
+    except (pa.ArrowInvalid, OSError) as err:
+        problems.append(f"{name}: not an Arrow IPC file ({err})")
+        return problems
     expected = shard_schema(seq_len, manifest.get("loss_mask", False))
     if not schema.remove_metadata().equals(expected):
-        raise ShardError(f"{name}: schema {schema.remove_metadata()} differs from the format's {expected}")
+        problems.append(f"{name}: schema {schema.remove_metadata()} differs from the format's {expected}")
+    return problems
 
 
 def check_listing(uri: str) -> dict:

@@ -12,8 +12,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from rnj.dedup_cmd import dedup_group
 from rnj.grade_cmd import grade_group
 from rnj.model_cmd import convert_group, model_group
+from rnj.report_cmd import report_command
+from rnj.shards_cmd import shards_group
 from rnj.tokenizer_cmd import tokenizer_group
 from rnj.traces_cmd import traces_group
 
@@ -86,7 +89,9 @@ def run(config: str, only: str | None, until: str | None, force: bool, master: s
 
 def spark_submit_command(job: str, config: str, force: bool) -> str:
     jobs_dir = Path(__file__).resolve().parent.parent / "jobs"
-    parts = ["spark-submit", "--conf", f"spark.pyspark.python={sys.executable}",
+    # PYTHONSAFEPATH: a script run puts its own folder first on sys.path, where jobs/tokenize.py would
+    # shadow the standard library's tokenize module.
+    parts = ["env", "PYTHONSAFEPATH=1", "spark-submit", "--conf", f"spark.pyspark.python={sys.executable}",
              str(jobs_dir / f"{job}.py"), "--config", os.path.abspath(config)]
     if force:
         parts.append("--force")
@@ -115,11 +120,29 @@ def train(args: tuple[str, ...]) -> None:
     train_main(list(args))
 
 
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--generate", "prompt", default=None, help="then load DST with transformers and continue PROMPT")
+def export(config: str, dst: str, prompt: str | None) -> None:
+    """Export the run's latest checkpoint to DST as a Hugging Face Gemma 3 text folder."""
+    from model.export import export_run, generate
+    from pipeline.config import load_build
+
+    folder = export_run(load_build(config), dst)
+    console.print(f"exported to {folder} (Gemma3ForCausalLM, model_type gemma3_text)")
+    if prompt is not None:
+        console.print(f"transformers, greedy: {prompt!r} -> {generate(folder, prompt)!r}")
+
+
 main.add_command(model_group)
 main.add_command(convert_group)
 main.add_command(traces_group)
+main.add_command(dedup_group)
 main.add_command(grade_group)
 main.add_command(tokenizer_group)
+main.add_command(shards_group)
+main.add_command(report_command)
 
 
 if __name__ == "__main__":

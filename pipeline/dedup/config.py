@@ -1,11 +1,149 @@
-"""`[dedup]`: which rounds run and how."""
+"""`[dedup]`: which rounds run and how. Every default carries its reason; docs/dedup.md explains them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pipeline.configuration import require
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExactConfig:
+    enabled: bool = True
+    """Drop documents whose normalised text equals another's (one survivor per hash)."""
+    lowercase_prose: bool = True
+    """Compare prose case-insensitively; code keeps its case (`Foo` and `foo` are different programs)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class NearConfig:
+    enabled: bool = True
+    """Drop near-duplicates found by MinHash LSH, one survivor per connected cluster."""
+    threshold: float = 0.8
+    """Jaccard similarity of shingle sets at which two documents count as near-duplicates."""
+    num_perm: int = 128
+    """MinHash permutations. 128 gives a Jaccard estimate with a standard error of about 0.03 near 0.8."""
+    seed: int = 1
+    """Seed of the permutations; with `num_perm` the same as `datasketch.MinHash(num_perm, seed)`."""
+    prose_ngram: int = 5
+    """Shingle size, in words, for prose (lowercased, digits mapped to 0, punctuation dropped)."""
+    code_ngram: int = 5
+    """Shingle size, in tokens (identifiers, numbers, single punctuation marks), for code."""
+    false_positive_weight: float = 0.1
+    """Weight of LSH false positives when bands x rows are chosen. Low, because candidates are verified
+    afterwards: a false positive costs one comparison, a false negative a duplicate left in."""
+    false_negative_weight: float = 0.9
+    """Weight of LSH false negatives when bands x rows are chosen (with the above: 14 x 9 for 0.8)."""
+    bands: int | None = None
+    """Override the derived number of bands (with `rows`); None derives both from the threshold."""
+    rows: int | None = None
+    """Override the derived rows per band (with `bands`)."""
+    verify: Literal["signature", "none"] = "signature"
+    """`signature`: keep a candidate pair only if its estimated Jaccard reaches `verify_threshold`, so that
+    one chance band collision cannot chain two different documents; `none`: trust every band collision."""
+    verify_threshold: float | None = None
+    """Estimated Jaccard a candidate pair needs; None means `threshold - 0.03` (one standard error below,
+    so true pairs at the threshold are not lost to estimation noise)."""
+    code_domains: tuple[str, ...] = ("code", "trace")
+    """Documents of these domains are shingled as code tokens; all others as prose words."""
+    numeric_domains: tuple[str, ...] = ("math",)
+    """Prose of these domains keeps its digits: two maths problems that differ only in their numbers are
+    different problems, while elsewhere differing numbers (dates, versions, counters) mark copies."""
+    min_shingles: int = 1
+    """Documents with fewer shingles take no part in near-duplicate search (exact still applies)."""
+
+    def __post_init__(self) -> None:
+        require(0 < self.threshold < 1, "near.threshold must lie strictly between 0 and 1")
+        require(2 <= self.num_perm <= 1024, "near.num_perm must lie in [2, 1024]")
+        require(self.prose_ngram >= 1 and self.code_ngram >= 1, "near n-gram sizes must be at least 1")
+        require(self.false_positive_weight >= 0 and self.false_negative_weight >= 0
+                and self.false_positive_weight + self.false_negative_weight > 0,
+                "near false_positive_weight and false_negative_weight must be >= 0 and not both 0")
+        require((self.bands is None) == (self.rows is None), "set both near.bands and near.rows, or neither")
+        if self.bands is not None and self.rows is not None:
+            require(self.bands >= 1 and self.rows >= 1 and self.bands * self.rows <= self.num_perm,
+                    f"near.bands x near.rows must be positive and at most num_perm ({self.num_perm})")
+        require(self.verify_threshold is None or 0 < self.verify_threshold <= 1,
+                "near.verify_threshold must lie in (0, 1]")
+        require(self.min_shingles >= 1, "near.min_shingles must be at least 1")
+
+    @property
+    def effective_verify_threshold(self) -> float:
+        return self.verify_threshold if self.verify_threshold is not None else max(0.0, self.threshold - 0.03)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SurvivorConfig:
+    rule: Literal["best", "longest", "smallest_id"] = "best"
+    """Which member of a cluster is kept. `best`: highest quality signal (when the input carries one),
+    then the longest text, then the smallest id; `longest`: longest, then smallest id; `smallest_id`."""
+    quality_field: str = "quality"
+    """Column (or meta key) holding a numeric quality signal; ignored where absent or not a number."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BoilerplateConfig:
+    enabled: bool = True
+    """Remove lines that occur in too many distinct documents (licence headers, navigation, banners)."""
+    max_documents: int = 20
+    """A line in more than this many distinct surviving documents is boilerplate. Twenty distinct
+    documents (near-duplicates already merged) repeating a line verbatim is a template, not content."""
+    min_line_chars: int = 20
+    """Lines shorter than this (after stripping) are never boilerplate: `else:`, `return x`, `Returns`
+    and `----` recur everywhere because they are grammar, not templates."""
+    code_comment_lines_only: bool = True
+    """In code, only comment lines (#, //, /*, *) can be boilerplate: a repeated statement is code."""
+    min_chars_after: int = 50
+    """A document left shorter than this after removal is dropped as `boilerplate_too_short`."""
+    report_top: int = 20
+    """How many of the most frequent removed lines the report lists."""
+
+    def __post_init__(self) -> None:
+        require(self.max_documents >= 1, "boilerplate.max_documents must be at least 1")
+        require(self.min_line_chars >= 1, "boilerplate.min_line_chars must be at least 1")
+        require(self.min_chars_after >= 0, "boilerplate.min_chars_after must be >= 0")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecontaminateConfig:
+    enabled: bool = True
+    """Check every document against the evaluation sets (a no-op when `eval_paths` is empty)."""
+    eval_paths: tuple[str, ...] = ()
+    """JSONL files (plain, .gz or .zst) of evaluation items; relative paths resolve against the build file."""
+    text_field: str = "text"
+    """Field of each evaluation record that holds its text."""
+    ngram: int = 13
+    """Overlap unit, in normalised words: 13-grams, as in GPT-3's and Llama's contamination studies, are
+    long enough that common phrases never match and short enough to catch a pasted problem."""
+    min_item_fraction: float = 0.5
+    """A document is contaminated by an evaluation item when it holds at least this share of the item's
+    n-grams; 0 means any single shared n-gram. Templated data (generated maths, forms) shares stock
+    13-word phrases across unrelated items; a pasted item shares nearly all of its n-grams."""
+    action: Literal["drop", "remove_span"] = "drop"
+    """`drop`: drop a matching document (`contaminated`); `remove_span`: cut the matching words out and
+    keep the rest (dropped as `contaminated` only if less than `min_chars_after` remains)."""
+    min_chars_after: int = 50
+    """With `remove_span`, a document left shorter than this is dropped."""
+
+    def __post_init__(self) -> None:
+        require(self.ngram >= 1, "decontaminate.ngram must be at least 1")
+        require(0 <= self.min_item_fraction <= 1, "decontaminate.min_item_fraction must lie in [0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True)
 class DedupConfig:
     enabled: bool = True
     """Run the dedup job at all; when false the job passes every document through."""
+    exact: ExactConfig = field(default_factory=ExactConfig)
+    """Round 1: exact duplicates of the normalised text."""
+    near: NearConfig = field(default_factory=NearConfig)
+    """Round 2: MinHash-LSH near-duplicates."""
+    survivor: SurvivorConfig = field(default_factory=SurvivorConfig)
+    """Which member of an exact or near-duplicate cluster is kept."""
+    boilerplate: BoilerplateConfig = field(default_factory=BoilerplateConfig)
+    """Round 3: lines repeated across many documents."""
+    decontaminate: DecontaminateConfig = field(default_factory=DecontaminateConfig)
+    """Round 4: overlap with evaluation sets."""
+    sample_clusters: int = 10
+    """How many of the largest clusters per round the report shows with their member ids."""

@@ -65,7 +65,7 @@ def test_rnj1_recipe_matches_the_model_card():
 
 def test_demo_has_the_three_stages():
     cfg = load_build("configs/demo.toml")
-    assert [(s.kind, s.seq_len) for s in cfg.stages] == [("pretrain", 1024), ("midtrain", 4096), ("sft", 1024)]
+    assert [(s.kind, s.seq_len) for s in cfg.stages] == [("pretrain", 1024), ("midtrain", 2048), ("sft", 1024)]
 
 
 def test_buckets_parse_and_overlaps_are_refused():

@@ -1,0 +1,109 @@
+"""Per-document dedup features in one pass over a batch: exact key, MinHash signature, LSH band keys and
+the hashes of lines that may be boilerplate. What the Spark job shuffles is these, never the text."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.dedup.boilerplate import candidate_lines
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.minhash import band_keys, signatures
+from pipeline.dedup.normalize import code_tokens, exact_form, prose_words
+from pipeline.dedup.shingles import Shingles, shingle_hashes
+
+FEATURE_COLUMNS = [
+    pa.field("exact_key", pa.string()),
+    pa.field("shingles", pa.int64()),
+    pa.field("signature", pa.binary()),
+    pa.field("bands", pa.list_(pa.int64())),
+    pa.field("line_hashes", pa.list_(pa.int64())),
+]
+"""Appended to the columns the caller passes through (id, source, length, quality)."""
+
+
+def is_code(domains: pa.Array, code_domains: tuple[str, ...]) -> np.ndarray:
+    """Which documents are shingled as code (by domain)."""
+    mask = pc.is_in(domains, value_set=pa.array(list(code_domains), pa.string()))
+    return np.asarray(mask.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def exact_keys(texts: pa.Array, code: np.ndarray, lowercase_prose: bool) -> list[str]:
+    """128-bit hex digest of each text's exact form (case kept for code)."""
+    kept_case = exact_form(texts, lowercase=False).to_pylist()
+    lowered = exact_form(texts, lowercase=True).to_pylist() if lowercase_prose else kept_case
+    return [hashlib.blake2b((k if c else low or "").encode(), digest_size=16).hexdigest()
+            for k, low, c in zip(kept_case, lowered, code)]
+
+
+PROSE, NUMERIC, CODE = 0, 1, 2
+
+
+def shingle_kinds(domains: pa.Array, cfg: DedupConfig) -> np.ndarray:
+    """Per document: CODE (tokens), NUMERIC (words, digits kept) or PROSE (words, digits mapped to 0)."""
+    kinds = np.full(len(domains), PROSE, dtype=np.int8)
+    kinds[is_code(domains, cfg.near.numeric_domains)] = NUMERIC
+    kinds[is_code(domains, cfg.near.code_domains)] = CODE
+    return kinds
+
+
+def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> Shingles:
+    """Shingle hashes of every document: prose as words, code as tokens, each with its own n."""
+    makers = {
+        PROSE: lambda t: shingle_hashes(prose_words(t), cfg.near.prose_ngram),
+        NUMERIC: lambda t: shingle_hashes(prose_words(t, map_digits=False), cfg.near.prose_ngram),
+        CODE: lambda t: shingle_hashes(code_tokens(t), cfg.near.code_ngram),
+    }
+    present = [kind for kind in makers if (kinds == kind).any()]
+    if len(present) == 1:
+        return makers[present[0]](texts)
+    docs, hashes = [], []
+    for kind in present:
+        rows = np.flatnonzero(kinds == kind)
+        part = makers[kind](texts.take(pa.array(rows)))
+        docs.append(rows[part.doc])
+        hashes.append(part.hash64)
+    doc = np.concatenate(docs) if docs else np.zeros(0, np.int64)
+    order = np.argsort(doc, kind="stable")
+    return Shingles(doc[order], np.concatenate(hashes)[order] if hashes else np.zeros(0, np.uint64), len(texts))
+
+
+def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows: int,
+                      passthrough: tuple[str, ...]) -> pa.RecordBatch:
+    """`passthrough` columns of `batch` plus FEATURE_COLUMNS; `batch` needs text and domain too."""
+    texts = batch.column("text")
+    kinds = shingle_kinds(batch.column("domain"), cfg)
+    code = kinds == CODE
+    shingles = document_shingles(texts, kinds, cfg)
+    counts = shingles.counts()
+    sigs = signatures(shingles.doc, shingles.hash32, len(texts), cfg.near.num_perm, cfg.near.seed)
+    keys = band_keys(sigs, bands, rows)
+    eligible = counts >= cfg.near.min_shingles
+    band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
+    band_values = pa.array(keys[eligible].reshape(-1), pa.int64())
+    line_doc, line_hash, line_ok = candidate_lines(texts, code, cfg.boilerplate)
+    line_lists = _distinct_lists(line_doc[line_ok], line_hash[line_ok], len(texts))
+    columns = [batch.column(name) for name in passthrough] + [
+        pa.array(exact_keys(texts, code, cfg.exact.lowercase_prose), pa.string()),
+        pa.array(counts.astype(np.int64)),
+        pa.array([row.tobytes() for row in sigs], pa.binary()),
+        pa.ListArray.from_arrays(pa.array(band_offsets), band_values),
+        line_lists,
+    ]
+    names = list(passthrough) + [f.name for f in FEATURE_COLUMNS]
+    return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _distinct_lists(doc: np.ndarray, values: np.ndarray, num_docs: int) -> pa.ListArray:
+    """A list<int64> per document of its distinct values."""
+    signed = values.view(np.int64)
+    order = np.lexsort((signed, doc))
+    doc, signed = doc[order], signed[order]
+    fresh = np.ones(len(doc), dtype=bool)
+    fresh[1:] = (doc[1:] != doc[:-1]) | (signed[1:] != signed[:-1])
+    doc, signed = doc[fresh], signed[fresh]
+    offsets = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=num_docs))]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(signed, pa.int64()))

@@ -1,0 +1,190 @@
+"""The dedup job on Spark: the quality bar on a planted set, partition independence, the graph steps,
+and the whole job's outputs on the sample corpus."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter, defaultdict
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.dedup.config import DedupConfig
+from pipeline.documents import DOCUMENT_SCHEMA, documents_table
+
+pytestmark = pytest.mark.spark
+
+THRESHOLD = 0.8
+
+
+def _prose_chunks(sample_corpus, words: int = 200) -> list[str]:
+    """Real prose of the sample, cut into windows of `words` words (READMEs give several each)."""
+    with gzip.open(sample_corpus / "prose" / "docstrings.jsonl.gz", "rt") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    texts += [json.loads(line)["text"] for line in (sample_corpus / "prose" / "docs.jsonl").read_text().splitlines()]
+    chunks = []
+    for text in texts:
+        tokens = text.split()
+        chunks += [" ".join(tokens[i: i + words]) for i in range(0, len(tokens) - 120 + 1, words)]
+    return chunks
+
+
+@pytest.fixture(scope="module")
+def planted(sample_corpus):
+    from pipeline.dedup.planted import build_planted
+
+    return build_planted(_prose_chunks(sample_corpus), groups=40, copies=3, distinct=100, seed=0)
+
+
+def _frame(spark, rows, partitions):
+    table = documents_table([{"source": "planted", "domain": "general", "lang": "en", **r} for r in rows])
+    return spark.createDataFrame(table).repartition(partitions)
+
+
+def _run(spark, rows, partitions, cfg=None):
+    from jobs.dedup import dedup_documents
+
+    result = dedup_documents(spark, _frame(spark, rows, partitions), cfg or DedupConfig())
+    try:
+        outcomes = sorted((r["id"], r["reason"]) for r in result.outcomes.collect())
+        clusters = sorted(tuple(r) for r in result.clusters.collect())
+        survivors = sorted((r["id"], r["text"]) for r in result.survivors.collect())
+        return outcomes, clusters, survivors, result.report
+    finally:
+        result.release()
+
+
+def test_planted_quality_bar_and_partition_independence(spark, planted):
+    runs = {p: _run(spark, planted.docs, p) for p in (1, 3, 8)}
+    outcomes, clusters, survivors, _ = runs[1]
+    for p in (3, 8):
+        assert runs[p][:3] == (outcomes, clusters, survivors), f"{p} partitions changed the output"
+
+    cluster_of = {doc_id: cluster for doc_id, cluster, _, _ in clusters}
+    kept = {doc_id for doc_id, reason in outcomes if reason is None}
+
+    def merged(a, b):
+        return a in cluster_of and cluster_of.get(a) == cluster_of.get(b)
+
+    positives = [(a, b) for a, b, j in planted.pairs if j >= THRESHOLD + 0.05]
+    negatives = [(a, b) for a, b, j in planted.pairs if j <= THRESHOLD - 0.1]
+    assert len(positives) >= 100 and len(negatives) >= 40
+    recall = sum(merged(a, b) for a, b in positives) / len(positives)
+    assert recall >= 0.95, recall
+    assert not [pair for pair in negatives if merged(*pair)]
+
+    one_survivor = sum(sum(m in kept for m in group) == 1 for group in planted.groups) / len(planted.groups)
+    assert one_survivor >= 0.95, one_survivor
+    lonely = planted.distinct + planted.far
+    precision = sum(d not in cluster_of and d in kept for d in lonely) / len(lonely)
+    assert precision >= 0.98, precision
+
+
+def test_exact_copies_keep_the_longest_then_smallest_id(spark):
+    text = "Some document text that is long enough to be shingled into several five word grams here."
+    rows = [{"id": "b", "text": text}, {"id": "a", "text": text.upper()}, {"id": "c", "text": text.replace(" ", "\n", 1)},
+            {"id": "z", "text": "A different document altogether, sharing nothing at all with the others."}]
+    outcomes, clusters, _, report = _run(spark, rows, 2)
+    assert dict(outcomes) == {"a": None, "b": "exact_duplicate", "c": "exact_duplicate", "z": None}
+    assert clusters == [("a", "a", "exact", True), ("b", "a", "exact", False), ("c", "a", "exact", False)]
+    assert report["rounds"]["exact"]["cluster_sizes"] == {"3-4": 1}
+
+
+def test_connected_components_of_chains_and_stars(spark):
+    from jobs.dedup import connected_components
+
+    edges = [("b", "a"), ("c", "b"), ("d", "c"), ("e", "d"), ("y", "x"), ("q", "p"), ("r", "p"), ("s", "r")]
+    frame = spark.createDataFrame(edges, "a string, b string")
+    components, _, _ = connected_components(frame)
+    roots = {r["id"]: r["root"] for r in components.collect()}
+    assert roots == {"a": "a", "b": "a", "c": "a", "d": "a", "e": "a", "x": "x", "y": "x",
+                     "p": "p", "q": "p", "r": "p", "s": "p"}
+
+
+def test_a_huge_bucket_gives_linear_candidate_pairs(spark):
+    from jobs.dedup import candidate_pairs
+
+    n = 3000
+    rows = [(f"doc{i:05d}", [7, i]) for i in range(n)]  # band 0 shared by all, band 1 unique
+    feats = spark.createDataFrame(rows, "id string, bands array<long>")
+    pairs = candidate_pairs(feats)
+    assert pairs.count() == n - 1
+    assert {r["b"] for r in pairs.select("b").distinct().collect()} == {"doc00000"}
+
+
+def _commit_ingest(root, rows):
+    """A committed ingest output holding `rows`, without running the ingest job."""
+    from pipeline.commit import JobOutput
+    from pipeline.ledger import Ledger
+
+    output = JobOutput(str(root), "ingest")
+    tmp = output.begin()
+    path = tmp.replace("file://", "") + "/documents"
+    import os
+
+    os.makedirs(path)
+    pq.write_table(documents_table(rows), f"{path}/part-00000.parquet")
+    ledger = Ledger(job="ingest")
+    for source, count in Counter(r["source"] for r in rows).items():
+        ledger.add(source, "written", None, count)
+    output.commit(tmp, "test", ledger)
+
+
+def test_dedup_job_on_the_sample(spark, sample_corpus, tmp_path):
+    import zstandard
+
+    from jobs.dedup import run
+    from pipeline.config import load_build
+
+    raw = zstandard.ZstdDecompressor().decompressobj().decompress(
+        (sample_corpus / "math" / "problems.jsonl.zst").read_bytes())
+    math = [json.loads(line) for line in raw.decode().splitlines()]
+    rows = [{"id": m["id"], "text": m["text"], "source": "math", "domain": "math", "lang": "en",
+             "meta": {"level": str(m["level"])}} for m in math]
+    banner = "# Copyright (c) Example Corp. All rights reserved. Licensed under the MIT licence."
+    code = sorted((sample_corpus / "code").rglob("*.py"))[:40]
+    rows += [{"id": f"code/{i}", "text": f"{banner}\n{p.read_text()}", "source": "code", "domain": "code"}
+             for i, p in enumerate(code)]
+    rows.append({"id": "code/copy", "text": rows[-1]["text"] + "\n\n", "source": "code", "domain": "code"})
+    rows.append({"id": "code/banner-only", "text": f"{banner}\nx = 1\n", "source": "code", "domain": "code"})
+    _commit_ingest(tmp_path / "build", rows)
+    config = tmp_path / "build.toml"
+    config.write_text(f"""
+[build]
+name = "t"
+output = "build"
+output_files = 2
+[[sources]]
+name = "math"
+uri = "{sample_corpus}/math/problems.jsonl.zst"
+format = "jsonl"
+[dedup.decontaminate]
+eval_paths = ["{sample_corpus}/eval/math_heldout.jsonl", "{sample_corpus}/eval/code_tasks.jsonl"]
+""")
+    cfg = load_build(str(config))
+    result = run(spark, cfg)
+    ledger = result.ledger
+    assert ledger.read == len(rows) and ledger.written + sum(ledger.dropped.values()) == len(rows)
+    assert ledger.dropped["exact_duplicate"] >= 1
+    assert ledger.dropped["boilerplate_too_short"] == 1
+    assert ledger.dropped["contaminated"] >= 1
+
+    out = tmp_path / "build" / "dedup"
+    survivors = pq.read_table(out / "documents")
+    assert survivors.schema.names == DOCUMENT_SCHEMA.names
+    by_id = dict(zip(survivors["id"].to_pylist(), survivors["text"].to_pylist()))
+    assert not [i for i in by_id if i.startswith("math/leak/")], "leaked held-out problems survived"
+    assert "code/banner-only" not in by_id
+    assert not any(banner in t for t in by_id.values()), "the repeated banner was not removed"
+    clusters = pq.read_table(out / "clusters")
+    assert clusters.schema.names == ["id", "cluster_id", "round", "kept"]
+    groups = defaultdict(list)
+    for r in clusters.to_pylist():
+        groups[r["cluster_id"]].append(r["kept"])
+    assert all(sum(kept) == 1 for kept in groups.values())
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["rounds"]) == ["exact", "near", "boilerplate", "decontaminate"]
+    assert report["rounds"]["boilerplate"]["top_lines"][0]["line"] == banner
+    assert report["rounds"]["decontaminate"]["dropped"] == ledger.dropped["contaminated"]
+    assert run(spark, cfg).skipped

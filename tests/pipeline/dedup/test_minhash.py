@@ -1,0 +1,107 @@
+"""Shingling, hashing and MinHash: identical to datasketch for the same shingles and hash function."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from datasketch import MinHash
+from datasketch.lsh import _optimal_param
+
+from pipeline.dedup import minhash, shingles
+from pipeline.dedup.minhash import band_keys, optimal_bands, permutations, signature_jaccard, signatures
+from pipeline.dedup.normalize import code_tokens, prose_words
+from pipeline.dedup.shingles import shingle_bytes, shingle_hashes, span_hash32, span_hash64
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog. It's 2024, and   the fox is still quick!",
+    "",
+    None,
+    "two words",
+    "Ünïcödé wörds — naïve café, ÉCOLE and 東京 text with digits 12345 inside a sentence.",
+    "def f(x):\n    return x + 1  # add one\n\nclass A(object):\n    pass\n",
+]
+
+
+def _datasketch(shingle_lists, num_perm=128, seed=1):
+    out = []
+    for items in shingle_lists:
+        m = MinHash(num_perm=num_perm, seed=seed, hashfunc=span_hash32)
+        m.update_batch(items)
+        out.append(m.hashvalues)
+    return np.array(out)
+
+
+def test_permutations_are_datasketchs():
+    for num_perm, seed in ((128, 1), (64, 7), (256, 42)):
+        a, b = permutations(num_perm, seed)
+        ref = MinHash(num_perm=num_perm, seed=seed).permutations
+        assert np.array_equal(a, ref[0]) and np.array_equal(b, ref[1])
+
+
+@pytest.mark.parametrize("normalise", [prose_words, code_tokens])
+def test_signatures_identical_to_datasketch(normalise):
+    texts = normalise(pa.array(TEXTS))
+    sh = shingle_hashes(texts, 5)
+    ours = signatures(sh.doc, sh.hash32, sh.num_docs, 128, 1)
+    assert np.array_equal(ours, _datasketch(shingle_bytes(texts, 5)))
+
+
+def test_signatures_identical_on_real_text(sample_corpus):
+    import json
+
+    docs = [json.loads(line)["text"] for line in (sample_corpus / "prose" / "docs.jsonl").read_text().splitlines()]
+    texts = prose_words(pa.array(docs[:40]))
+    sh = shingle_hashes(texts, 5)
+    ours = signatures(sh.doc, sh.hash32, sh.num_docs, 64, 3)
+    assert np.array_equal(ours, _datasketch(shingle_bytes(texts, 5), num_perm=64, seed=3))
+
+
+def test_shingles_are_the_space_joined_ngrams():
+    texts = prose_words(pa.array(["A b, C d e F!", "one two", "", None]))
+    assert shingle_bytes(texts, 3) == [[b"a b c", b"b c d", b"c d e", b"d e f"], [b"one two"], [], []]
+
+
+def test_vectorised_hash_equals_scalar_reference():
+    texts = code_tokens(pa.array(TEXTS))
+    sh = shingle_hashes(texts, 4)
+    flat = [s for doc in shingle_bytes(texts, 4) for s in doc]
+    assert sh.hash64.tolist() == [span_hash64(s) for s in flat]
+    assert sh.hash32.tolist() == [span_hash32(s) for s in flat]
+
+
+def test_chunk_and_block_sizes_do_not_change_results(monkeypatch):
+    texts = prose_words(pa.array(TEXTS * 30))
+    sh = shingle_hashes(texts, 5)
+    sigs = signatures(sh.doc, sh.hash32, sh.num_docs, 32, 1)
+    monkeypatch.setattr(shingles, "MAX_CHUNK_BYTES", 50)
+    monkeypatch.setattr(minhash, "ROWS_PER_CHUNK", 7)
+    small = shingle_hashes(texts, 5)
+    assert np.array_equal(small.hash64, sh.hash64) and np.array_equal(small.doc, sh.doc)
+    assert np.array_equal(signatures(small.doc, small.hash32, small.num_docs, 32, 1), sigs)
+
+
+def test_empty_document_has_the_empty_signature():
+    sh = shingle_hashes(prose_words(pa.array(["", "!!!"])), 5)
+    sigs = signatures(sh.doc, sh.hash32, 2, 16, 1)
+    assert (sigs == minhash.EMPTY).all() and sh.counts().tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("threshold,fp,fn", [(0.8, 0.5, 0.5), (0.8, 0.1, 0.9), (0.7, 0.3, 0.7), (0.9, 0.2, 0.8)])
+def test_optimal_bands_match_datasketch(threshold, fp, fn):
+    assert optimal_bands(threshold, 128, fp, fn) == _optimal_param(threshold, 128, fp, fn)
+
+
+def test_default_layout_is_14_by_9():
+    assert optimal_bands(0.8, 128, 0.1, 0.9) == (14, 9)
+
+
+def test_band_keys_and_jaccard():
+    sigs = np.arange(24, dtype=np.uint32).reshape(2, 12)
+    same = band_keys(np.vstack([sigs[0], sigs[0]]), 3, 4)
+    assert same.dtype == np.int64 and (same[0] == same[1]).all() and len(set(same[0])) == 3
+    other = sigs.copy()
+    other[1, :4] = other[0, :4]
+    keys = band_keys(other, 3, 4)
+    assert keys[0, 0] == keys[1, 0] and (keys[0, 1:] != keys[1, 1:]).all()
+    assert signature_jaccard(other[:1], other[1:]).tolist() == [4 / 12]

@@ -1,0 +1,145 @@
+"""Normalisation, boilerplate lines, decontamination, survivor rules and the [dedup] section."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline.config import ConfigError, parse_build
+from pipeline.dedup.boilerplate import candidate_lines, line_hashes, remove_lines
+from pipeline.dedup.config import BoilerplateConfig, DecontaminateConfig, DedupConfig
+from pipeline.dedup.decontaminate import contaminating_items, eval_ngrams, load_eval_ngrams, remove_spans
+from pipeline.dedup.features import CODE, NUMERIC, PROSE, exact_keys, shingle_kinds
+from pipeline.dedup.normalize import code_tokens, exact_form, prose_words
+from pipeline.dedup.rounds import pick_survivor, size_histogram
+
+
+def test_prose_normalisation():
+    out = prose_words(pa.array(["It's  2024!\n\tNew—line", " ", "Maths 12"]), map_digits=True).to_pylist()
+    assert out == ["it s 0000 new line", "", "maths 00"]
+    assert prose_words(pa.array(["Maths 12"]), map_digits=False).to_pylist() == ["maths 12"]
+
+
+def test_code_tokens_keep_case_and_marks():
+    assert code_tokens(pa.array(["def F(x_1):\n  return x_1+2"])).to_pylist() == [
+        "def F ( x_1 ) : return x_1 + 2"]
+
+
+def test_exact_form_and_keys():
+    assert exact_form(pa.array(["  A  b\n\nc "]), lowercase=True).to_pylist() == ["a b c"]
+    keys = exact_keys(pa.array(["Hello  World", "hello world", "X = 1", "x = 1"]),
+                      np.array([False, False, True, True]), lowercase_prose=True)
+    assert keys[0] == keys[1] and keys[2] != keys[3]
+
+
+def test_shingle_kinds_by_domain():
+    kinds = shingle_kinds(pa.array(["code", "math", None, "trace", "general"]), DedupConfig())
+    assert kinds.tolist() == [CODE, NUMERIC, PROSE, CODE, PROSE]
+
+
+BANNER = "# Licensed under the Apache License, Version 2.0"
+
+
+def test_candidate_lines_skip_short_and_code_statements():
+    texts = pa.array([f"{BANNER}\nimport os, sys, json, re\nx = 1", "A navigation line long enough\nshort"])
+    doc, hashes, ok = candidate_lines(texts, np.array([True, False]), BoilerplateConfig())
+    assert doc.tolist() == [0, 0, 0, 1, 1]
+    assert ok.tolist() == [True, False, False, True, False]
+    assert hashes[0] == line_hashes(pa.array([BANNER]))[0]
+
+
+def test_remove_lines_exact_output():
+    texts = pa.array([f"{BANNER}\nx = 1\n", "keep me\n  # Licensed under the Apache License, Version 2.0  \nend"])
+    banner = np.sort(line_hashes(pa.array([BANNER])))
+    out, removed = remove_lines(texts, np.array([True, True]), banner, BoilerplateConfig())
+    assert out.to_pylist() == ["x = 1\n", "keep me\nend"]
+    assert removed.tolist() == [1, 1]
+    same, none = remove_lines(texts, np.array([True, True]), np.zeros(0, np.uint64), BoilerplateConfig())
+    assert same.to_pylist() == texts.to_pylist() and none.tolist() == [0, 0]
+
+
+PROBLEM = ("Problem. Compute 78 + 96 times 7 and explain every step of the computation carefully so that a "
+           "student can follow it from the first line to the last line of the worked solution.")
+
+
+def test_decontamination_needs_a_share_of_the_item():
+    table = eval_ngrams([PROBLEM, "an unrelated evaluation item with far too few words"], 13)
+    texts = pa.array([f"Intro text. {PROBLEM} Outro.", "a student can follow it from the first line to the last",
+                      "nothing in common here at all"])
+    assert contaminating_items(texts, table, 13, 0.5) == {0: {0}}
+    assert 1 not in contaminating_items(texts, table, 13, 0.5)
+    loose = contaminating_items(pa.array(["so that a student can follow it from the first line to the last line"]),
+                                table, 13, 0.0)
+    assert loose == {0: {0}}
+
+
+def test_remove_spans_cuts_only_the_matching_words():
+    table = eval_ngrams([PROBLEM], 13)
+    text = f"Keep this opening sentence. {PROBLEM} And keep this ending."
+    cleaned, spans = remove_spans(text, table.of_items({0}), 13)
+    assert spans == 1
+    assert cleaned == "Keep this opening sentence. . And keep this ending."
+
+
+def test_load_eval_ngrams_reads_jsonl(tmp_path):
+    path = tmp_path / "eval.jsonl"
+    path.write_text(json.dumps({"id": 1, "question": PROBLEM}) + "\n")
+    table, sets = load_eval_ngrams(DecontaminateConfig(eval_paths=(str(path),), text_field="question"))
+    assert sets[0].items == 1 and sets[0].ngrams == len(table) > 0
+    with pytest.raises(ValueError, match="no string field"):
+        load_eval_ngrams(DecontaminateConfig(eval_paths=(str(path),)))
+
+
+def test_survivor_rules():
+    members = [{"id": "b", "length": 10, "quality": None}, {"id": "a", "length": 10, "quality": None},
+               {"id": "c", "length": 30, "quality": None}, {"id": "d", "length": 5, "quality": 0.9}]
+    assert pick_survivor(members, "best") == "d"
+    assert pick_survivor(members[:3], "best") == "c"
+    assert pick_survivor(members, "longest") == "c"
+    assert pick_survivor(members, "smallest_id") == "a"
+    assert pick_survivor(members[:2], "longest") == "a"
+
+
+def test_size_histogram_buckets():
+    assert size_histogram({2: 5, 3: 1, 4: 2, 7: 1, 100: 1}) == {"2": 5, "3-4": 3, "5-8": 1, "65-128": 1}
+
+
+BUILD = """
+[build]
+name = "t"
+output = "out"
+[[sources]]
+name = "s"
+uri = "in.jsonl"
+format = "jsonl"
+"""
+
+
+def test_dedup_section_parses_nested_tables():
+    cfg = parse_build(BUILD + """
+[dedup.near]
+threshold = 0.7
+verify = "none"
+[dedup.decontaminate]
+eval_paths = ["eval/a.jsonl"]
+action = "remove_span"
+""", "/builds/x.toml")
+    assert cfg.dedup.near.threshold == 0.7 and cfg.dedup.near.verify == "none"
+    assert cfg.dedup.decontaminate.eval_paths == ("/builds/eval/a.jsonl",)
+    assert cfg.dedup.exact.enabled and cfg.dedup.near.effective_verify_threshold == pytest.approx(0.67)
+
+
+@pytest.mark.parametrize("section,message", [
+    ("[dedup.near]\nthreshold = 1.5", "threshold"),
+    ("[dedup.near]\nbands = 4", "both near.bands and near.rows"),
+    ("[dedup.near]\nbands = 20\nrows = 10", "at most num_perm"),
+    ("[dedup.near]\nverify = \"exactly\"", "verify"),
+    ("[dedup.boilerplate]\nmax_documents = 0", "max_documents"),
+    ("[dedup.nearr]\nthreshold = 0.5", "unknown key"),
+])
+def test_bad_dedup_values_are_rejected(section, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_build(BUILD + section, "/builds/x.toml")

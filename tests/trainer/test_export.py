@@ -1,0 +1,26 @@
+import torch
+
+from model.checkpoint import Checkpointer
+from model.export import export_run
+from model.train import main as train_main, model_config
+from model.transformer import Transformer
+from pipeline.config import load_build
+from tests.trainer.fake_build import write_build
+
+
+def test_a_trained_run_exports_to_a_folder_transformers_loads_and_generates_from(tmp_path):
+    from transformers import Gemma3ForCausalLM
+
+    config = write_build(tmp_path)
+    train_main([str(config), "--all"])
+    cfg = load_build(str(config))
+    folder = export_run(cfg, tmp_path / "hf")
+
+    ours = Transformer(model_config(cfg, cfg.stages[-1], 96))
+    Checkpointer.load_weights(Checkpointer(tmp_path / "out/train/checkpoints").latest(), ours)
+    theirs = Gemma3ForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tokens = torch.randint(0, 90, (2, 40))
+    with torch.no_grad():
+        assert torch.allclose(ours(tokens), theirs(tokens).logits, atol=1e-4)
+        generated = theirs.generate(tokens[:1, :8], max_new_tokens=5, do_sample=False)
+    assert generated.shape == (1, 13)
