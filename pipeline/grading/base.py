@@ -8,6 +8,7 @@ and `tier` are its percentile and quantile within the domain, computed over the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -39,7 +40,7 @@ SHARED_NORMALISERS: dict[str, Callable[[float], float]] = {"reference_loss": sat
 """Features any grader may carry: `reference_loss` (nats) from the optional reference model."""
 
 
-class Grader:
+class Grader(ABC):
     """Base of the per-domain graders. Subclasses set `name` and `normalisers` and write `features`."""
 
     name: str = ""
@@ -47,8 +48,9 @@ class Grader:
     normalisers: ClassVar[dict[str, Callable[[float], float]]] = {}
     """Feature -> map into [0, 1]; only these features can carry a weight."""
 
+    @abstractmethod
     def features(self, text: str, lang: str | None, context: GradeContext) -> dict[str, float]:
-        raise NotImplementedError
+        """The grader's raw features of one document (names listed in `normalisers`)."""
 
     def score(self, features: dict[str, float], weights: dict[str, float]) -> float:
         """Weighted mean of the normalised features (a missing feature counts as 0)."""
