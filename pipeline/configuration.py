@@ -12,8 +12,10 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
+from pipeline.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A build file that cannot be used: the message names the file, the key and what to do."""
 
 
