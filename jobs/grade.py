@@ -43,8 +43,10 @@ from pipeline.grading.grade import (
     grade_batch,
     vocabulary_counts,
 )
+from pipeline.errors import UserError
+from pipeline.grading.difficulty_model import DifficultyModel, load_model
 from pipeline.grading.reference import reference_fingerprint
-from pipeline.grading.report import QUANTILES, build_report
+from pipeline.grading.report import DIFFICULTY_BINS, QUANTILES, build_report
 from pipeline.ledger import Ledger
 
 JOB = "grade"
@@ -56,6 +58,9 @@ def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult
     labels = cfg.grade.domain.classifier_paths
     if labels:  # the labelled files' bytes, not just their names, decide whether the output is current
         digest = hashlib.sha256(f"{digest}\n{files_fingerprint(labels)}".encode()).hexdigest()
+    model = _difficulty_model(cfg.grade)
+    if model is not None:  # so does the difficulty model's fingerprint (its weights, calibration, cut-offs)
+        digest = hashlib.sha256(f"{digest}\nmodel {model.fingerprint}".encode()).hexdigest()
     if cfg.grade.reference_model.enabled:  # so do the reference checkpoint's and tokenizer's
         digest = hashlib.sha256(f"{digest}\n{reference_fingerprint(cfg.grade.reference_model)}".encode()).hexdigest()
     return run_job(cfg, JOB, digest, lambda tmp: grade(spark, cfg, read_upstream_documents(spark, cfg, JOB), tmp),
@@ -72,7 +77,9 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
         kept = analysed.where(F.col("keep"))
         common = _common_words(kept, grade_cfg) if grade_cfg.enabled and grade_cfg.difficulty.enabled else None
         context = GradeContext(common_words=common, markers=grade_cfg.difficulty.trace_markers)
-        scored = kept.mapInArrow(_grade(grade_cfg, context), from_arrow_schema(SCORED_SCHEMA)).persist()
+        model = _difficulty_model(grade_cfg)
+        scored = kept.mapInArrow(_grade(grade_cfg, context, model.uri if model else None),
+                                 from_arrow_schema(SCORED_SCHEMA)).persist()
         try:
             graded = _rank(scored, grade_cfg)
             write_parquet_table(graded.select(*GRADED_COLUMNS), f"{tmp}/documents", cfg.build.output_files)
@@ -81,11 +88,24 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
     finally:
         analysed.unpersist()
     written = spark.read.parquet(f"{tmp}/documents")
-    report = _report(written, grade_cfg, ledger, len(common or ()), classifier)
+    report = _report(written, grade_cfg, ledger, len(common or ()), classifier, _difficulty_model(grade_cfg))
     with fsspec.open(posixpath.join(tmp, REPORT), "w") as f:
         f.write(json.dumps(report, indent=2, sort_keys=False) + "\n")
     ledger.extra = {"common_words": len(common or ())}
     return ledger
+
+
+def _difficulty_model(cfg: GradeConfig) -> DifficultyModel | None:
+    """The configured difficulty model (loaded once per process), or None for the hand graders."""
+    uri = cfg.difficulty.model
+    if not uri or not (cfg.enabled and cfg.difficulty.enabled):
+        return None
+    model = load_model(uri)
+    if model.tier_count != cfg.difficulty.tiers:
+        raise UserError(f"[grade.difficulty] tiers = {cfg.difficulty.tiers} but the model {uri!r} has "
+                        f"{model.tier_count} tiers (fixed cut-offs): set tiers = {model.tier_count} or refit the "
+                        f"model with --tiers {cfg.difficulty.tiers}")
+    return model
 
 
 def _train_classifier(cfg: GradeConfig) -> LinearClassifier | None:
@@ -105,17 +125,18 @@ def _analyse(cfg: GradeConfig, classifier: LinearClassifier | None):
     return analyse
 
 
-def _grade(cfg: GradeConfig, context: GradeContext):
-    """The mapInArrow function of step 3."""
+def _grade(cfg: GradeConfig, context: GradeContext, model_uri: str | None):
+    """The mapInArrow function of step 3. The model travels as its URI and is loaded once per Python worker."""
 
     def grade_batches(batches):
+        model = load_model(model_uri) if model_uri else None
         losses = None
         if cfg.enabled and cfg.difficulty.enabled and cfg.reference_model.enabled:
             from model.reference import reference_scorer  # loaded once per Python worker, on first use
 
             losses = reference_scorer(cfg.reference_model).losses
         for batch in batches:
-            yield grade_batch(batch, cfg, context, losses)
+            yield grade_batch(batch, cfg, context, losses, model)
 
     return grade_batches
 
@@ -144,29 +165,36 @@ def _common_words(kept: DataFrame, cfg: GradeConfig) -> frozenset[str]:
 
 
 def _rank(scored: DataFrame, cfg: GradeConfig) -> DataFrame:
-    """pipeline.grading.ranking's rule as a window over the small (id, domain, score) table."""
+    """Hand-graded documents: pipeline.grading.ranking's rule as a window over the small (id, domain, score)
+    table. Model-graded documents keep the model's difficulty and tier (fixed cut-offs)."""
     tiers = cfg.difficulty.tiers
+    hand = scored.where(F.col("model_tier").isNull())
     order = Window.partitionBy("domain").orderBy("score", "id")
     rank = F.row_number().over(order)
     count = F.count(F.lit(1)).over(Window.partitionBy("domain"))
-    ranks = scored.select("id", "domain", "score").select(
+    ranks = hand.select("id", "domain", "score").select(
         "id",
         # the arithmetic of pipeline.grading.ranking.difficulty_of and tier_of
-        ((rank - F.lit(0.5)) / count).alias("difficulty"),
-        F.floor((rank - 1) * tiers / count).cast("int").alias("tier"),
+        ((rank - F.lit(0.5)) / count).alias("rank_difficulty"),
+        F.floor((rank - 1) * tiers / count).cast("int").alias("rank_tier"),
     )
+    joined = scored.join(ranks, "id", "left")
     if not (cfg.enabled and cfg.difficulty.enabled):
-        ranks = ranks.select("id", F.lit(0.0).alias("difficulty"), F.lit(0).cast("int").alias("tier"))
-    return scored.join(ranks, "id")
+        return joined.select("*", F.lit(0.0).alias("difficulty"), F.lit(0).cast("int").alias("tier"))
+    return joined.select("*", F.coalesce("model_difficulty", "rank_difficulty").alias("difficulty"),
+                         F.coalesce("model_tier", "rank_tier").alias("tier"))
 
 
 def _report(written: DataFrame, cfg: GradeConfig, ledger: Ledger, common_words: int,
-            classifier: LinearClassifier | None) -> dict:
+            classifier: LinearClassifier | None, model: DifficultyModel | None) -> dict:
     score = F.col("grade_features")["score"]
-    groups = (written.groupBy("domain", "tier", "domain_by")
+    bins = len(DIFFICULTY_BINS) - 1
+    difficulty_bin = F.least(F.floor(F.col("difficulty") * bins), F.lit(bins - 1)).cast("int")
+    groups = (written.groupBy("domain", "tier", "domain_by", difficulty_bin.alias("bin"))
               .agg(F.count(F.lit(1)).alias("documents"), F.sum(F.octet_length("text")).alias("bytes"),
                    F.min(score).alias("score_min"), F.max(score).alias("score_max")).collect())
-    tier_rows, decider_rows = _tiers_and_deciders([r.asDict() for r in groups])
+    groups = [r.asDict() for r in groups]
+    tier_rows, decider_rows = _tiers_and_deciders(groups)
     features = written.select("domain", F.explode("grade_features").alias("feature", "value"))
     feature_rows = (features.groupBy("domain", "feature")
                     .agg(F.percentile("value", [q for _, q in QUANTILES]).alias("quantiles")).collect())
@@ -192,6 +220,9 @@ def _report(written: DataFrame, cfg: GradeConfig, ledger: Ledger, common_words: 
         flagged_rows=[r.asDict() for r in flagged_rows],
         common_words=common_words,
         classifier=info,
+        histogram_rows=[{"domain": g["domain"], "bin": g["bin"], "tier": g["tier"], "documents": g["documents"]}
+                        for g in groups],
+        model=model,
     )
 
 

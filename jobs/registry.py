@@ -13,13 +13,15 @@ def job_module(name: str):
     return importlib.import_module(f"jobs.{name}")
 
 
-def select_jobs(only: str | None = None, until: str | None = None) -> list[str]:
-    """The jobs `rnj run` runs: one (`--only`), the prefix up to one (`--until`), or all."""
+def select_jobs(only: str | None = None, until: str | None = None, cfg=None) -> list[str]:
+    """The jobs `rnj run` runs: one (`--only`), the prefix up to one (`--until`), or all. With the build's
+    config, jobs it switches off (`[traces] enabled = false`) are left out of a prefix or a full run."""
     for name in (only, until):
         if name is not None:
             job_module(name)
     if only:
         return [only]
-    if until:
-        return list(JOB_ORDER[: JOB_ORDER.index(until) + 1])
-    return list(JOB_ORDER)
+    names = list(JOB_ORDER[: JOB_ORDER.index(until) + 1]) if until else list(JOB_ORDER)
+    if cfg is not None and not cfg.traces.enabled:
+        names.remove("traces")
+    return names

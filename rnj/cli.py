@@ -66,7 +66,7 @@ def run(config: str, only: str | None, until: str | None, force: bool, master: s
 
     cfg = load_build(config)
     try:
-        names = select_jobs(only, until)
+        names = select_jobs(only, until, cfg)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
     if print_spark_submit:

@@ -56,3 +56,80 @@ def report_uri(target: str) -> str:
     if fs.exists(posixpath.join(path, "grade", "report.json")):
         return fs.unstrip_protocol(posixpath.join(path, "grade", "report.json"))
     return fs.unstrip_protocol(posixpath.join(path, "report.json"))
+
+
+def _print_table(console, title: str, table: dict) -> None:
+    from rich.table import Table
+
+    columns = list(next(iter(table.values())).keys()) if table else []
+    out = Table(title=title, title_justify="left")
+    out.add_column("set")
+    for column in columns:
+        out.add_column(column, justify="right")
+    for name, row in table.items():
+        out.add_row(name, *(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    console.print(out)
+
+
+@grade_group.command()
+@click.argument("labels", nargs=-1, required=True)
+@click.option("--out", "out", required=True, help="folder to write the model to (model.json, weights.npz)")
+@click.option("--eval", "eval_paths", multiple=True, help="labels file held out from fitting, to report on")
+@click.option("--domain", default=None, help="domain of lines that name none")
+@click.option("--name", default="difficulty", show_default=True, help="the model's name")
+@click.option("--version", "version", default="1", show_default=True, help="the model's version")
+@click.option("--alpha", default=10.0, show_default=True, help="ridge penalty")
+@click.option("--folds", default=5, show_default=True, help="cross-validation folds")
+@click.option("--tiers", default=5, show_default=True, help="tiers (fixed cut-offs stored with the model)")
+@click.option("--buckets", default=2 ** 18, show_default=True, help="hashed n-gram columns")
+@click.option("--seed", default=0, show_default=True, help="seed of the fold split")
+def fit(labels: tuple[str, ...], out: str, eval_paths: tuple[str, ...], domain: str | None, name: str, version: str,
+        alpha: float, folds: int, tiers: int, buckets: int, seed: int) -> None:
+    """Fit a difficulty model from LABELS (JSONL: text, level, domain?, source?) and save it to --out."""
+    from pipeline.grading.fit import FitSettings, evaluate, fit_model, load_labels
+
+    console = Console(width=160)
+    examples, files = load_labels(list(labels), domain)
+    settings = FitSettings(buckets=buckets, alpha=alpha, folds=folds, tiers=tiers, seed=seed)
+    model = fit_model(examples, files, settings, name=name, version=version)
+    for model_domain, item in model.domains.items():
+        _print_table(console, f"{model_domain}: {folds}-fold cross-validated Spearman with the labelled level",
+                     item.info["cv"])
+    if eval_paths:
+        held, held_files = load_labels(list(eval_paths), domain)
+        table = evaluate(model, held)
+        model.training["evaluation"] = {"files": held_files, "spearman": table}
+        _print_table(console, "held-out sets: Spearman with the true level", table)
+    fingerprint = model.save(out)
+    console.print(f"model {name} v{version} ({fingerprint[:12]}) written to {out}; "
+                  f'use it with [grade.difficulty] model = "{out}"')
+
+
+@grade_group.command()
+@click.argument("input_uri", metavar="INPUT")
+@click.option("--endpoint", required=True, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+@click.option("--model", "teacher", required=True, help="the teacher model's name on that server")
+@click.option("--out", "out", required=True, help="labels file to write (JSONL for `rnj grade fit`)")
+@click.option("--cache", default=None, help="answer cache (JSONL; default: OUT with .cache.jsonl)")
+@click.option("--per-domain", default=200, show_default=True, help="documents sampled from each domain")
+@click.option("--concurrency", default=8, show_default=True, help="requests in flight")
+@click.option("--max-requests", default=1000, show_default=True, help="request budget of this run (retries count)")
+@click.option("--retries", default=5, show_default=True, help="retries after a 429, 5xx or timeout")
+@click.option("--api-key-env", default=None, help="environment variable holding a bearer token")
+@click.option("--seed", default=0, show_default=True, help="seed of the sample")
+def annotate(input_uri: str, endpoint: str, teacher: str, out: str, cache: str | None, per_domain: int,
+             concurrency: int, max_requests: int, retries: int, api_key_env: str | None, seed: int) -> None:
+    """Label a stratified sample of INPUT (a documents Parquet folder or a JSONL file) with a teacher model."""
+    import os
+
+    from pipeline.grading.annotate import AnnotateSettings, annotate as run_annotate, read_documents
+
+    settings = AnnotateSettings(endpoint=endpoint, model=teacher, per_domain=per_domain, concurrency=concurrency,
+                                max_requests=max_requests, retries=retries, seed=seed,
+                                api_key=os.environ.get(api_key_env) if api_key_env else None)
+    cache = cache or (out[: -len(".jsonl")] if out.endswith(".jsonl") else out) + ".cache.jsonl"
+    stats = run_annotate(read_documents(input_uri), settings, out, cache)
+    click.echo(f"sampled {stats.sampled}: {stats.cached} from the cache, {stats.labelled} labelled now, "
+               f"{stats.failed} failed, {stats.unanswered} left for a later run (budget); "
+               f"{stats.requests} requests; errors {stats.errors or 'none'}")
+    click.echo(f"labels in {out}; fit with: rnj grade fit {out} --out MODEL_DIR")

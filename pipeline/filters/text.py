@@ -8,8 +8,10 @@ FORMULA_WORD = "formula"
 """What a masked formula becomes: one ordinary word, so it neither helps nor hurts the word rules."""
 
 # LaTeX spans: $$..$$, $..$, \[..\], \(..\) and equation-like environments (non-greedy, bounded length).
+# Inline $..$ may wrap onto the next line (a single line break, as in hard-wrapped text), never across a
+# blank line: otherwise the first $ of a wrapped formula pairs with the next formula's opening $.
 _LATEX_SPAN = re.compile(
-    r"\$\$.{1,4000}?\$\$|\$[^$\n]{1,1000}?\$|\\\[.{1,4000}?\\\]|\\\(.{1,1000}?\\\)"
+    r"\$\$.{1,4000}?\$\$|\$(?:[^$\n]|\n(?![ \t]*\n)){1,1000}?\$|\\\[.{1,4000}?\\\]|\\\(.{1,1000}?\\\)"
     r"|\\begin\{(equation|align|gather|multline|eqnarray|displaymath)\*?\}.{0,8000}?\\end\{\1\*?\}",
     re.DOTALL,
 )

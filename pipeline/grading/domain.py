@@ -2,7 +2,8 @@
 
 In order, the first that applies decides (its name goes into `domain_by`):
 
-1. `source`     the source's hint, for the hints in `[grade.domain] trusted_hints` that are `trace`;
+1. `source`     the source's hint, for the hints in `[grade.domain] trusted_hints` that are `trace`, `math`,
+                `science` or `general` (a source that declares its domain is believed by default);
 2. `lang`       a programming language in the document's `lang`;
 3. `extension`  a source-code extension in its `uri`;
 4. `source`     a trusted `code` hint, unless `lang` or the extension says natural language;
@@ -67,8 +68,8 @@ def decide_domain(text: str, hint: str | None, lang: str | None, uri: str | None
                   classifier=None) -> DomainDecision:
     """The domain of one document and what decided it (module docstring)."""
     trusted = hint if hint in cfg.trusted_hints else None
-    if trusted == "trace":
-        return DomainDecision("trace", "source", {})
+    if trusted in ("trace", "math", "science", "general"):
+        return DomainDecision(trusted, "source", {})
     if lang in CODE_LANGS:
         return DomainDecision("code", "lang", {})
     extension = extension_of(uri)

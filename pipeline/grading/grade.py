@@ -2,8 +2,10 @@
 
 1. `analyse_batch`: domain (and what decided it), quality signals and failed rules, keep or drop;
 2. `vocabulary_counts`: word counts of the kept science and general documents (for rare words);
-3. `grade_batch`: per-domain grader features and the raw score.
-The job then ranks scores within each domain (pipeline/grading/ranking.py) into `difficulty` and `tier`.
+3. `grade_batch`: the learned model's difficulty and tier for the domains it covers (whole batch at once per
+   domain); per-domain hand-grader features and the raw score for the others.
+The job then ranks the hand-graded scores within each domain (pipeline/grading/ranking.py) into `difficulty`
+and `tier`; model-graded documents keep the model's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from pipeline.documents import DOCUMENT_SCHEMA
 from pipeline.filters import keep_reason, quality_check
 from pipeline.grading.base import GradeContext
 from pipeline.grading.config import GradeConfig
+from pipeline.grading.difficulty_model import DifficultyModel
 from pipeline.grading.domain import decide_domain
+from pipeline.grading.features import DENSE_FEATURES
 from pipeline.grading.graders import grader_for
 from pipeline.grading.prose_grader import prose_vocabulary
 from pipeline.grading.reference import REFERENCE_FEATURE, LossFunction
@@ -46,8 +50,10 @@ SCORED_SCHEMA = pa.schema(_BASE_FIELDS + _DOMAIN_FIELDS + [
     pa.field("quality", QUALITY_TYPE),
     pa.field("grade_features", FEATURES_TYPE),
     pa.field("score", pa.float64()),
+    pa.field("model_difficulty", pa.float64()),
+    pa.field("model_tier", pa.int32()),
 ])
-"""Kept documents after step 3."""
+"""Kept documents after step 3; `model_difficulty` and `model_tier` are null for hand-graded documents."""
 
 GRADED_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + [
     pa.field("domain_by", pa.string()),
@@ -103,37 +109,61 @@ def vocabulary_counts(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBa
 
 
 def grade_batch(batch: pa.RecordBatch, cfg: GradeConfig, context: GradeContext,
-                reference_losses: LossFunction | None = None) -> pa.RecordBatch:
+                reference_losses: LossFunction | None = None, model: DifficultyModel | None = None) -> pa.RecordBatch:
     """Step 3 for one batch of kept documents (ANALYSED_SCHEMA columns at least).
 
+    `model` is the learned difficulty model (`[grade.difficulty] model`, loaded by the caller once per
+    worker): documents of the domains it covers get its features, calibrated difficulty and tier.
     `reference_losses` maps texts to their mean token loss under the reference model (the model-based
     grader); the job builds it from `model/` when `[grade.reference_model]` is enabled."""
-    features, scores = [], []
     texts = batch.column("text").to_pylist()
+    domains = batch.column("domain").to_pylist()
+    n = len(texts)
+    features: list[dict] = [{} for _ in range(n)]
+    scores = [0.0] * n
+    model_difficulty: list[float | None] = [None] * n
+    model_tier: list[int | None] = [None] * n
     grading = cfg.enabled and cfg.difficulty.enabled
-    reference = cfg.reference_model
-    if grading and reference.enabled and reference_losses is None:
-        raise ValueError("[grade.reference_model] is enabled but no reference loss function was given")
-    losses = reference_losses(texts) if grading and reference.enabled else None
-    for i, (text, domain, lang) in enumerate(zip(texts, *(batch.column(n).to_pylist() for n in ("domain", "lang")))):
-        if grading:
-            grader = grader_for(domain)
-            values = grader.features(text, lang, context)
-            weights = cfg.difficulty.weights_for(grader.name)
-            if losses is not None:
-                values[REFERENCE_FEATURE] = losses[i]
-                weights = {**weights, REFERENCE_FEATURE: reference.weight}
-            score = grader.score(values, weights)
-            values = {**values, SCORE_FEATURE: score}
-        else:
-            values, score = {}, 0.0
-        features.append(_sorted_map(values))
-        scores.append(score)
+    by_model: dict[str, list[int]] = {}
+    if grading and model is not None:
+        for i, domain in enumerate(domains):
+            if model.covers(domain):
+                by_model.setdefault(domain, []).append(i)
+    for domain, rows in sorted(by_model.items()):
+        difficulty, tiers, raw, dense = model.predict([texts[i] for i in rows], domain)
+        for j, i in enumerate(rows):
+            features[i] = {**dict(zip(DENSE_FEATURES, dense[j].tolist())), SCORE_FEATURE: float(raw[j])}
+            scores[i] = float(raw[j])
+            model_difficulty[i] = float(difficulty[j])
+            model_tier[i] = int(tiers[j])
+    hand = [i for i in range(n) if model_tier[i] is None] if grading else []
+    if hand:
+        _hand_grade(batch, hand, texts, domains, cfg, context, reference_losses, features, scores)
     columns = _base_columns(batch)
     columns += [batch.column("domain").cast(pa.string()), batch.column("domain_by").cast(pa.string()),
-                batch.column("quality").cast(QUALITY_TYPE), pa.array(features, FEATURES_TYPE),
-                pa.array(scores, pa.float64())]
+                batch.column("quality").cast(QUALITY_TYPE), pa.array([_sorted_map(f) for f in features], FEATURES_TYPE),
+                pa.array(scores, pa.float64()), pa.array(model_difficulty, pa.float64()),
+                pa.array(model_tier, pa.int32())]
     return pa.RecordBatch.from_arrays(columns, schema=SCORED_SCHEMA)
+
+
+def _hand_grade(batch, rows: list[int], texts, domains, cfg: GradeConfig, context: GradeContext,
+                reference_losses: LossFunction | None, features: list[dict], scores: list[float]) -> None:
+    """The hand graders' features and raw scores for `rows` (filled into `features` and `scores`)."""
+    reference = cfg.reference_model
+    if reference.enabled and reference_losses is None:
+        raise ValueError("[grade.reference_model] is enabled but no reference loss function was given")
+    langs = batch.column("lang").to_pylist()
+    losses = reference_losses([texts[i] for i in rows]) if reference.enabled else None
+    for j, i in enumerate(rows):
+        grader = grader_for(domains[i])
+        values = grader.features(texts[i], langs[i], context)
+        weights = cfg.difficulty.weights_for(grader.name)
+        if losses is not None:
+            values[REFERENCE_FEATURE] = losses[j]
+            weights = {**weights, REFERENCE_FEATURE: reference.weight}
+        scores[i] = grader.score(values, weights)
+        features[i] = {**values, SCORE_FEATURE: scores[i]}
 
 
 def _base_columns(batch: pa.RecordBatch) -> list[pa.Array]:

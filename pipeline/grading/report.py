@@ -9,7 +9,13 @@ Layout (every float rounded to 6 decimals; every list and mapping in a fixed ord
                                      "examples": [id, ...]}, ...],
                           "features": {feature: {"min", "p10", "p25", "p50", "p75", "p90", "max"}}}},
      "grading": {"graders": {domain: grader}, "weights": {grader: {feature: w}}, "common_words",
-                 "rare_word_per_million", "classifier": null | {...}, "reference_model": null | {...}}}
+                 "rare_word_per_million", "classifier": null | {...}, "reference_model": null | {...}},
+     "difficulty": {"source": "model" | "hand", "model": null | {"uri", "name", "version", "fingerprint"},
+                    "sources": {domain: "model" | "hand"},
+                    "bins": [edges over 0..1], "histogram": {domain: [documents per bin]},
+                    "tiers": {domain: {tier: documents}}}}
+
+`difficulty.source` is "model" when a learned model graded any domain; `sources` says which per domain.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from pipeline.ledger import Ledger
 
 QUANTILES = (("min", 0.0), ("p10", 0.1), ("p25", 0.25), ("p50", 0.5), ("p75", 0.75), ("p90", 0.9), ("max", 1.0))
 TOKENS_NOTE = "approximate: UTF-8 bytes / 4"
+DIFFICULTY_BINS = tuple(round(i / 20, 2) for i in range(21))
+"""Edges of the difficulty histogram: 20 bins of width 0.05 over [0, 1] (the last bin holds 1.0 too)."""
 
 
 def _round(value: float | None) -> float | None:
@@ -37,6 +45,8 @@ def build_report(
     flagged_rows: list[dict],
     common_words: int,
     classifier: dict | None = None,
+    histogram_rows: list[dict] = (),
+    model=None,
 ) -> dict:
     """The report from aggregate rows:
 
@@ -45,6 +55,8 @@ def build_report(
     feature_rows  {domain, feature, quantiles: [7 values in QUANTILES order]}
     example_rows  {domain, tier, id}  (already limited and ordered)
     flagged_rows  {domain, rule, documents}
+    histogram_rows {domain, bin, tier, documents}  (bin: index into DIFFICULTY_BINS' intervals)
+    model         the DifficultyModel that graded its domains, or None
     """
     domains: dict[str, dict] = {}
 
@@ -89,6 +101,28 @@ def build_report(
             "classifier": classifier,
             "reference_model": _reference(cfg),
         },
+        "difficulty": difficulty_section(domains, histogram_rows, model),
+    }
+
+
+def difficulty_section(domains: dict, histogram_rows, model) -> dict:
+    """The `difficulty` block: who graded, the histogram of difficulty and the tier counts per domain."""
+    bins = len(DIFFICULTY_BINS) - 1
+    names = sorted({r["domain"] for r in histogram_rows} | set(domains), key=_domain_order)
+    histogram = {d: [0] * bins for d in names}
+    tiers: dict[str, dict[str, int]] = {d: {} for d in names}
+    for row in histogram_rows:
+        histogram[row["domain"]][min(max(int(row["bin"]), 0), bins - 1)] += row["documents"]
+        counts = tiers[row["domain"]]
+        counts[str(row["tier"])] = counts.get(str(row["tier"]), 0) + row["documents"]
+    sources = {d: "model" if model is not None and model.covers(d) else "hand" for d in names}
+    return {
+        "source": "model" if "model" in sources.values() else "hand",
+        "model": model.describe() if model is not None else None,
+        "sources": sources,
+        "bins": list(DIFFICULTY_BINS),
+        "histogram": histogram,
+        "tiers": {d: dict(sorted(t.items(), key=lambda kv: int(kv[0]))) for d, t in tiers.items()},
     }
 
 
@@ -125,6 +159,12 @@ def report_tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         decider_rows.append([domain, decided, flagged])
         for feature, q in item["features"].items():
             feature_rows.append([domain, feature] + [f"{q[name]:.3g}" for name, _ in QUANTILES])
+    difficulty_rows = []
+    section = report.get("difficulty")
+    if section:
+        for domain, counts in section["tiers"].items():
+            difficulty_rows.append([domain, section["sources"].get(domain, "hand"), str(sum(counts.values()))]
+                                   + [str(counts.get(str(t), 0)) for t in range(tiers)])
     dropped = report["documents"]["dropped"]
     totals = [[str(report["documents"]["read"]), str(report["documents"]["written"]),
                ", ".join(f"{k}={v}" for k, v in dropped.items()) or "0"]]
@@ -134,4 +174,11 @@ def report_tables(report: dict) -> list[tuple[str, list[str], list[list[str]]]]:
         ("score range and example ids per tier", ["domain", "tier", "raw score", "examples"], example_rows),
         ("domain decided by, quality flags", ["domain", "decided by", "flagged (kept)"], decider_rows),
         ("feature distributions", ["domain", "feature"] + [name for name, _ in QUANTILES], feature_rows),
-    ]
+    ] + ([(_difficulty_title(section), ["domain", "graded by", "documents"] + [f"tier {t}" for t in range(tiers)],
+           difficulty_rows)] if section else [])
+
+
+def _difficulty_title(section: dict) -> str:
+    model = section.get("model")
+    who = f"model {model['name']} v{model['version']} ({model['uri']})" if model else "hand graders"
+    return f"documents per tier and domain (difficulty by {who})"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import ConfigError, parse_build
-from pipeline.grading.config import GOPHER_DUP_NGRAM_MAX, GradeConfig
+from pipeline.grading.config import GOPHER_DUP_NGRAM_MAX, MATH_DUP_NGRAM_MAX, GradeConfig
 
 HEAD = '[build]\nname = "t"\noutput = "out"\n[[sources]]\nname = "s"\nuri = "s.jsonl"\nformat = "jsonl"\n'
 
@@ -19,7 +19,10 @@ def test_defaults_follow_the_published_rules():
     assert cfg.filters.prose.min_words == 50 and cfg.filters.prose.min_stop_words == 2  # Gopher
     assert cfg.filters.prose.min_line_punct_fraction == 0.12  # FineWeb
     assert cfg.filters.code.max_line_length == 1000 and cfg.filters.code.min_alnum_fraction == 0.25  # The Stack
-    assert cfg.filters.math.min_words == 10 and cfg.filters.math.max_dup_ngram_fraction == GOPHER_DUP_NGRAM_MAX
+    assert cfg.filters.prose.max_dup_ngram_fraction == GOPHER_DUP_NGRAM_MAX
+    # worked math repeats its own phrases and can be a few words long: math-aware bounds
+    assert cfg.filters.math.min_words == 3 and cfg.filters.math.max_dup_ngram_fraction == MATH_DUP_NGRAM_MAX
+    assert cfg.difficulty.model == "" and "math" in cfg.domain.trusted_hints
     assert cfg.difficulty.tiers == 5 and cfg.filters.action == "drop"
 
 

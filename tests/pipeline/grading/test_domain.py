@@ -33,14 +33,29 @@ PYTHON = "import os\n\ndef main():\n    for name in os.listdir('.'):\n        if
         (GENERAL, "code", "en", "repo/README.md", ("general", "scorer")),
         (PYTHON, None, None, "data.jsonl#L3", ("code", "content")),
         (MATH, None, "en", "x.jsonl#L1", ("math", "scorer")),
-        (MATH, "general", "en", "x.jsonl#L1", ("math", "scorer")),
+        (MATH, "general", "en", "x.jsonl#L1", ("general", "source")),
         (SCIENCE, None, "en", "x.jsonl#L2", ("science", "scorer")),
-        (GENERAL, "math", "en", "x.jsonl#L3", ("general", "scorer")),
+        (GENERAL, "math", "en", "x.jsonl#L3", ("math", "source")),
     ],
 )
 def test_what_decides_the_domain(text, hint, lang, uri, expected):
     decision = decide_domain(text, hint, lang, uri, CFG)
     assert (decision.domain, decision.decided_by) == expected
+
+
+WORD_PROBLEM = ("Tom has three apples and buys five more at the market. He gives two of them to his sister. "
+                "How many apples does he have now?\n\nTom had three apples and bought five, so he had eight. "
+                "After giving two to his sister he has six apples left.")
+
+
+def test_declared_math_is_honoured_unless_configured_otherwise():
+    """A grade-school word problem from a source declared `domain = "math"` stays math; the content scorer
+    (few math terms, no LaTeX) alone would call it general."""
+    assert (decide_domain(WORD_PROBLEM, "math", "en", "gsm.jsonl#L1", CFG).domain,
+            decide_domain(WORD_PROBLEM, "math", "en", "gsm.jsonl#L1", CFG).decided_by) == ("math", "source")
+    scorer_only = DomainConfig(trusted_hints=("code", "trace"))
+    assert decide_domain(WORD_PROBLEM, "math", "en", "gsm.jsonl#L1", scorer_only).domain == "general"
+    assert decide_domain(MATH, "general", "en", "x.jsonl#L1", scorer_only).domain == "math"
 
 
 def test_untrusted_code_hint_and_prose_content():

@@ -47,7 +47,7 @@ def test_analyse_drops_with_the_rule_or_flags():
         ("a", "general", "scorer", True, None),
         ("b", "general", "scorer", False, "c4_lorem_ipsum"),
         ("c", "code", "lang", True, None),
-        ("d", "math", "scorer", True, None),
+        ("d", "math", "source", True, None),
     ]
     assert rows["b"]["quality"]["failed"] == ["c4_lorem_ipsum"] and rows["a"]["quality"]["passed"]
     signals = dict(rows["a"]["quality"]["signals"])
