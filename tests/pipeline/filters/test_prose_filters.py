@@ -109,3 +109,33 @@ def test_ngram_bounds_are_configurable():
     cfg = dataclasses.replace(ProseFilterConfig(), max_top_ngram_fraction={"2": 1.0}, max_dup_ngram_fraction={})
     spam = CLEAN + " " + "buy cheap watches online today " * 40
     assert not any(r.startswith(("gopher_top", "gopher_dup_5")) for r in failures(spam, cfg))
+
+
+def test_inline_dollar_math_may_wrap_onto_the_next_line():
+    """A hard-wrapped `$x +\ny = 3$` is one formula; the `$z$` after it stays its own. (Before: the first
+    `$` could not reach past the line break, so it paired with the `$` of `$z$` and masked the prose between.)"""
+    from pipeline.filters.text import mask_math
+
+    text = "Let $x +\ny = 3$ and let $z$ be positive. It costs $5 today.\n\nAnd $2 tomorrow."
+    masked, count = mask_math(text)
+    assert masked == "Let formula and let formula be positive. It costs $5 today.\n\nAnd $2 tomorrow."
+    assert count == 2  # never across the blank line: the two prices stay text
+
+
+WORKED = r"""We first pick the chair of the committee and then its two other members. There are $5$ ways
+to choose the chair. Once the chair is fixed, the number of ways to choose the other members is
+$\binom{4}{2} = 6$, since any two of the remaining four people will do. By the multiplication principle,
+the number of ways to choose the committee is $5 \cdot 6 = 30$, so the answer is $\boxed{30}$."""
+
+
+def test_math_rules_keep_worked_solutions_and_short_problems():
+    """Worked solutions repeat their own phrases ("the number of ways to choose"): the web-text bound on
+    repeated 5-grams drops them, the math bounds keep them; a one-line problem is not too short."""
+    from pipeline.filters import quality_check
+    from pipeline.grading.config import FiltersConfig
+
+    cfg = FiltersConfig()
+    assert "gopher_dup_5gram" in quality_check(WORKED, "general", cfg).failed  # prose bounds: dropped
+    assert quality_check(WORKED, "math", cfg).passed
+    assert quality_check(r"Compute $\dbinom{8}{4}$.", "math", cfg).passed
+    assert quality_check("Subscribe now! " * 40, "math", cfg).failed  # spam still fails

@@ -21,7 +21,7 @@ def test_defaults_follow_the_published_rules():
     assert cfg.filters.code.max_line_length == 1000 and cfg.filters.code.min_alnum_fraction == 0.25  # The Stack
     assert cfg.filters.prose.max_dup_ngram_fraction == GOPHER_DUP_NGRAM_MAX
     # worked math repeats its own phrases and can be a few words long: math-aware bounds
-    assert cfg.filters.math.min_words == 3 and cfg.filters.math.max_dup_ngram_fraction == MATH_DUP_NGRAM_MAX
+    assert cfg.filters.math.min_words == 2 and cfg.filters.math.max_dup_ngram_fraction == MATH_DUP_NGRAM_MAX
     assert cfg.difficulty.model == "" and "math" in cfg.domain.trusted_hints
     assert cfg.difficulty.tiers == 5 and cfg.filters.action == "drop"
 
