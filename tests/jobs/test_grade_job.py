@@ -213,3 +213,45 @@ def test_flag_mode_keeps_failing_documents_and_reports_them(spark, upstream, tmp
         assert not quality["passed"] and quality["failed"][0] == reason, doc_id
     assert flagged.report["domains"]["general"]["flagged"]["c4_lorem_ipsum"] == 1
     assert flagged.report["domains"]["code"]["flagged"]["stack_max_line_length"] == 1
+
+
+MODEL = '[grade.difficulty]\nmodel = "builtin:default"\n'
+
+
+def test_model_tiers_do_not_depend_on_the_rest_of_the_build(spark, upstream, tmp_path):
+    """The same math and code documents graded inside two different builds (the second adds other math and
+    code) keep their difficulty and tier: the model's cut-offs are fixed, not quantiles of the build."""
+    core = [r for r in upstream if r["source"] in ("math", "stdlib")]
+    extra = [r for r in upstream if r["source"] == "code"][:60]
+    extra += [{**r, "id": f"extra/{r['id']}", "text": r["text"] + "\n\nCheck: substitute back and simplify."}
+              for r in core if r["source"] == "math"]
+    small = run_grade(spark, tmp_path / "a", core, files=1, extra=MODEL)
+    large = run_grade(spark, tmp_path / "b", sorted(core + extra, key=lambda r: r["id"]), files=2, extra=MODEL)
+    graded = {r["id"]: (r["difficulty"], r["tier"]) for r in small.rows}
+    assert len(graded) >= 60 and {r["domain"] for r in small.rows} == {"math", "code"}
+    assert {i: v for i, v in ((r["id"], (r["difficulty"], r["tier"])) for r in large.rows) if i in graded} == graded
+    math = [r for r in small.rows if r["source"] == "math" and "level" in dict(r["meta"])]
+    assert spearman([r["difficulty"] for r in math], [int(dict(r["meta"])["level"]) for r in math]) >= 0.5
+    section = small.report["difficulty"]
+    assert section["source"] == "model" and section["model"]["uri"] == "builtin:default"
+    assert len(section["model"]["fingerprint"]) == 64 and section["sources"] == {"code": "model", "math": "model"}
+    assert section["bins"][0] == 0.0 and section["bins"][-1] == 1.0 and len(section["bins"]) == 21
+    for domain in ("math", "code"):
+        members = [r for r in small.rows if r["domain"] == domain]
+        assert sum(section["histogram"][domain]) == len(members)
+        assert section["tiers"][domain] == {str(t): n for t, n in sorted(Counter(r["tier"] for r in members).items())}
+
+
+def test_hand_graders_are_the_fallback_and_the_report_says_so(graded):
+    section = graded.report["difficulty"]
+    assert section["source"] == "hand" and section["model"] is None
+    assert set(section["sources"].values()) == {"hand"}
+    assert sum(sum(h) for h in section["histogram"].values()) == len(graded.rows)
+
+
+def test_until_grade_runs_without_traces_when_they_are_off(tmp_path):
+    from jobs.registry import select_jobs
+
+    cfg = build_config(tmp_path, "[traces]\nenabled = false\n")
+    assert select_jobs(until="grade", cfg=cfg) == ["ingest", "dedup", "grade"]
+    assert select_jobs(until="grade") == ["ingest", "traces", "dedup", "grade"]

@@ -85,6 +85,7 @@ def _report():
         example_rows=[{"domain": "general", "tier": 0, "id": "a"}, {"domain": "general", "tier": 2, "id": "b"}],
         flagged_rows=[],
         common_words=12,
+        histogram_rows=[{"domain": "general", "bin": b, "tier": t, "documents": 1} for b, t in ((1, 0), (9, 2), (19, 4))],
     )
 
 
@@ -101,6 +102,10 @@ def test_report_layout_and_tables():
     assert titles[0] == "documents" and "per domain and tier" in titles[1]
     tier_row = report_tables(report)[1][2][0]
     assert tier_row[:3] == ["general", "3", "301"] and tier_row[4] == "-"
+    difficulty = report["difficulty"]
+    assert difficulty["source"] == "hand" and difficulty["tiers"] == {"general": {"0": 1, "2": 1, "4": 1}}
+    assert difficulty["histogram"]["general"][1] == difficulty["histogram"]["general"][19] == 1
+    assert report_tables(report)[-1][2] == [["general", "hand", "3", "1", "0", "1", "0", "1"]]
 
 
 def test_cli_prints_the_report(tmp_path):
@@ -109,6 +114,7 @@ def test_cli_prints_the_report(tmp_path):
     result = CliRunner().invoke(grade_group, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "documents and tokens" in result.output and "c4_lorem_ipsum=1" in result.output
+    assert "documents per tier and domain (difficulty by hand graders)" in result.output
     as_json = CliRunner().invoke(grade_group, ["report", str(tmp_path / "grade" / "report.json"), "--json"])
     assert json.loads(as_json.output)["tiers"] == 5
     missing = CliRunner().invoke(grade_group, ["report", str(tmp_path / "nothing")])
