@@ -5,7 +5,7 @@ test or a report can name exactly which rule removed a document.
 
 from __future__ import annotations
 
-from collections import Counter
+import numpy as np
 
 from pipeline.filters.text import FORMULA_WORD, alpha_words, lines, mask_math, paragraphs, ratio, words
 from pipeline.grading.config import ProseFilterConfig
@@ -41,10 +41,11 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     signals.update(_duplication(paragraphs(masked), "paragraph"))
     # Masked formulas are not repeated words: two different formulas must not make a repeated n-gram.
     lowered = [t for t in alpha_words(masked) if not (formulas and t == FORMULA_WORD)]
+    grams = _Ngrams(lowered)
     for n in sorted(cfg.max_top_ngram_fraction, key=int):
-        signals[f"top_{n}gram_fraction"] = _top_ngram_fraction(lowered, int(n))
+        signals[f"top_{n}gram_fraction"] = grams.top_fraction(int(n))
     for n in sorted(cfg.max_dup_ngram_fraction, key=int):
-        signals[f"dup_{n}gram_fraction"] = _dup_ngram_fraction(lowered, int(n))
+        signals[f"dup_{n}gram_fraction"] = grams.dup_fraction(int(n))
     return signals
 
 
@@ -93,28 +94,50 @@ def _duplication(items: list[str], unit: str) -> dict[str, float]:
     }
 
 
-def _top_ngram_fraction(tokens: list[str], n: int) -> float:
-    """Gopher: characters covered by the most frequent n-gram (counted each time it occurs) over all word
-    characters. A top n-gram that occurs once is no repetition."""
-    if len(tokens) < n:
-        return 0.0
-    counts = Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-    gram, count = max(counts.items(), key=lambda kv: (kv[1], kv[0]))
-    if count < 2:
-        return 0.0
-    return ratio(count * sum(len(w) for w in gram), sum(len(t) for t in tokens))
+class _Ngrams:
+    """The word n-grams of one document as integer group ids (numpy), for the repetition signals. The group
+    of the n-gram at i is the rank of the pair (group of the (n-1)-gram at i, word at i+n-1): exact (no
+    hashing), one 1-D integer `np.unique` per n, instead of a Python tuple per n-gram."""
 
+    def __init__(self, tokens: list[str]) -> None:
+        index: dict[str, int] = {}
+        self.tokens = tokens
+        self.ids = np.fromiter((index.setdefault(t, len(index)) for t in tokens), dtype=np.int64, count=len(tokens))
+        self.lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+        self.total = int(self.lengths.sum())
+        self._groups = {1: self.ids}
 
-def _dup_ngram_fraction(tokens: list[str], n: int) -> float:
-    """Gopher: characters of words inside n-grams that occur more than once, over all word characters
-    (each word counted once even when several repeated n-grams cover it)."""
-    if len(tokens) < n:
-        return 0.0
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
-    counts = Counter(grams)
-    covered = [False] * len(tokens)
-    for i, gram in enumerate(grams):
-        if counts[gram] > 1:
-            for j in range(i, i + n):
-                covered[j] = True
-    return ratio(sum(len(t) for t, c in zip(tokens, covered) if c), sum(len(t) for t in tokens))
+    def groups(self, n: int) -> np.ndarray:
+        """Group id of the n-gram starting at each position 0 .. len - n (equal ids: equal n-grams)."""
+        if n not in self._groups:
+            shorter = self.groups(n - 1)[:-1]
+            pairs = (shorter << 32) | self.ids[n - 1:]
+            self._groups[n] = np.unique(pairs, return_inverse=True)[1].ravel()
+        return self._groups[n]
+
+    def top_fraction(self, n: int) -> float:
+        """Gopher: characters covered by the most frequent n-gram (counted each time it occurs) over all
+        word characters; ties go to the greatest n-gram (as tuples of words). One occurrence is no repetition."""
+        if len(self.tokens) < n:
+            return 0.0
+        groups = self.groups(n)
+        counts = np.bincount(groups)
+        top = int(counts.max())
+        if top < 2:
+            return 0.0
+        starts = np.flatnonzero(counts[groups] == top).tolist()
+        gram = max(tuple(self.tokens[i:i + n]) for i in starts)
+        return ratio(top * sum(len(w) for w in gram), self.total)
+
+    def dup_fraction(self, n: int) -> float:
+        """Gopher: characters of words inside n-grams that occur more than once, over all word characters
+        (each word counted once even when several repeated n-grams cover it)."""
+        if len(self.tokens) < n:
+            return 0.0
+        groups = self.groups(n)
+        starts = (np.bincount(groups)[groups] > 1).astype(np.int64)
+        cover = np.zeros(len(self.tokens) + 1, dtype=np.int64)
+        cover[: len(starts)] += starts
+        cover[n: n + len(starts)] -= starts
+        covered = np.cumsum(cover[:-1]) > 0
+        return ratio(int(self.lengths[covered].sum()), self.total)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 FORMULA_WORD = "formula"
@@ -99,8 +100,10 @@ def sentences(text: str) -> list[str]:
     return [p.strip() for p in parts if alpha_words(p)]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def syllables(word: str) -> int:
-    """English syllables by vowel groups, a silent final e dropped; at least one."""
+    """English syllables by vowel groups, a silent final e dropped; at least one. (Cached: a corpus repeats
+    its words, and this is called once per word of every prose document.)"""
     word = word.lower()
     groups = len(re.findall(r"[aeiouy]+", word))
     if word.endswith("e") and not word.endswith(("le", "ee", "ye")) and groups > 1:

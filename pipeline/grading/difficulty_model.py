@@ -92,7 +92,7 @@ class DifficultyModel:
     def predict(self, texts: list[str], domain: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(difficulty, tier, raw score, dense features) of texts that all belong to `domain`."""
         model = self.domains[domain]
-        dense = dense_features(texts)
+        dense = dense_features(texts, domain)
         raw = model.raw_scores(dense, ngram_vectorizer(self.buckets).transform(texts))
         difficulty = model.calibrate(raw)
         return difficulty, model.tiers(difficulty), raw, dense

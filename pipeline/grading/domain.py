@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from pipeline.filters.text import alpha_words, latex_commands, lines, mask_math, ratio
 from pipeline.grading.config import DomainConfig
-from pipeline.grading.vocabulary import MATH_TERMS, SCIENCE_TERMS, term_hits
+from pipeline.grading.vocabulary import MATH_TERMS, SCIENCE_TERMS, extended, term_hits
 from pipeline.io.readers import LANG_BY_EXTENSION
 
 NATURAL_LANGS = frozenset({"en", "latex", "markdown", "rst", "text"})
@@ -96,8 +96,8 @@ def prose_scores(text: str, cfg: DomainConfig) -> dict[str, float]:
     masked, formulas = mask_math(text)
     tokens = alpha_words(masked)
     size = max(1, len(tokens))
-    math_vocab = MATH_TERMS | frozenset(cfg.extra_math_terms)
-    science_vocab = SCIENCE_TERMS | frozenset(cfg.extra_science_terms)
+    math_vocab = extended(MATH_TERMS, cfg.extra_math_terms)
+    science_vocab = extended(SCIENCE_TERMS, cfg.extra_science_terms)
     marks = formulas + latex_commands(text)
     return {
         "math_score": 100.0 * (term_hits(tokens, math_vocab) + 2.0 * marks) / size,

@@ -113,7 +113,7 @@ def fit_model(examples: list[Example], files: list[dict], settings: FitSettings,
         texts = [e.text for e in members]
         sources = [e.source for e in members]
         target = rank_normalise(np.array([e.level for e in members]), sources)
-        dense = dense_features(texts)
+        dense = dense_features(texts, domain)
         ngrams = ngram_vectorizer(settings.buckets).transform(texts)
         folds = KFold(n_splits=settings.folds, shuffle=True, random_state=settings.seed)
         out_of_fold = np.zeros(len(members))

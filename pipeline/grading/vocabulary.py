@@ -6,6 +6,8 @@ suffix (integrals -> integral, equations -> equation), see `term_hits`.
 
 from __future__ import annotations
 
+import functools
+
 
 def _word_set(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -46,11 +48,19 @@ TECHNICAL_TERMS = MATH_TERMS | SCIENCE_TERMS | COMPUTING_TERMS
 _SUFFIXES = ("s", "es", "al", "ly", "ic", "ics", "ed")
 
 
+@functools.lru_cache(maxsize=1 << 17)
 def stem_in(word: str, vocabulary: frozenset[str]) -> bool:
-    """`word` or the word without one common suffix is in `vocabulary`."""
+    """`word` or the word without one common suffix is in `vocabulary`. (Cached per (word, vocabulary):
+    the vocabularies are a few long-lived frozensets, whose hash Python computes once.)"""
     if word in vocabulary:
         return True
     return any(word.endswith(s) and word[: -len(s)] in vocabulary for s in _SUFFIXES)
+
+
+@functools.lru_cache(maxsize=64)
+def extended(vocabulary: frozenset[str], extra: tuple[str, ...]) -> frozenset[str]:
+    """`vocabulary` plus `extra` words, built once per distinct pair (so its cached hash is reused)."""
+    return vocabulary | frozenset(extra) if extra else vocabulary
 
 
 def term_hits(words: list[str], vocabulary: frozenset[str]) -> int:

@@ -139,3 +139,44 @@ def test_math_rules_keep_worked_solutions_and_short_problems():
     assert quality_check(WORKED, "math", cfg).passed
     assert quality_check(r"Compute $\dbinom{8}{4}$.", "math", cfg).passed
     assert quality_check("Subscribe now! " * 40, "math", cfg).failed  # spam still fails
+
+
+def _reference_top(tokens: list[str], n: int) -> float:
+    from collections import Counter
+
+    if len(tokens) < n:
+        return 0.0
+    gram, count = max(Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)).items(),
+                      key=lambda kv: (kv[1], kv[0]))
+    total = sum(map(len, tokens))
+    return count * sum(map(len, gram)) / total if count > 1 and total else 0.0
+
+
+def _reference_dup(tokens: list[str], n: int) -> float:
+    from collections import Counter
+
+    if len(tokens) < n:
+        return 0.0
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    counts, covered = Counter(grams), [False] * len(tokens)
+    for i, gram in enumerate(grams):
+        if counts[gram] > 1:
+            covered[i:i + n] = [True] * n
+    total = sum(map(len, tokens))
+    return sum(len(t) for t, c in zip(tokens, covered) if c) / total if total else 0.0
+
+
+def test_vectorised_repetition_signals_equal_the_gopher_definitions():
+    """The numpy n-gram groups give exactly what the plain definitions (one tuple per n-gram) give."""
+    import random
+
+    from pipeline.filters.prose import _Ngrams
+
+    rng = random.Random(0)
+    for _ in range(400):
+        vocabulary = ["".join(rng.choice("abc") for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 6))]
+        tokens = [rng.choice(vocabulary) for _ in range(rng.randint(0, 40))]
+        grams = _Ngrams(tokens)
+        for n in range(1, 11):
+            assert grams.top_fraction(n) == pytest.approx(_reference_top(tokens, n), abs=1e-12), (tokens, n)
+            assert grams.dup_fraction(n) == pytest.approx(_reference_dup(tokens, n), abs=1e-12), (tokens, n)
