@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import DecontaminateConfig
-from pipeline.dedup.normalize import prose_words
+from pipeline.dedup.normalize import prose_tokens
 from pipeline.dedup.shingles import shingle_hashes
 
 _WORD = re.compile(r"[^\W_]+")
@@ -51,7 +51,7 @@ def empty_eval_ngrams() -> EvalNgrams:
 
 def eval_ngrams(texts: list[str], n: int) -> EvalNgrams:
     """The n-gram table of some evaluation texts (item k is texts[k])."""
-    shingles = shingle_hashes(prose_words(pa.array(texts, pa.string()), map_digits=False), n)
+    shingles = shingle_hashes(prose_tokens(pa.array(texts, pa.string()), map_digits=False), n)
     pairs = np.unique(np.stack([shingles.hash64, shingles.doc.astype(np.uint64)], axis=1), axis=0)
     sizes = np.bincount(pairs[:, 1].astype(np.int64), minlength=len(texts))
     return EvalNgrams(pairs[:, 0].copy(), pairs[:, 1].astype(np.int64), sizes)
@@ -84,7 +84,7 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, n: int, min_fraction
     `min_fraction` of the item's n-grams (any single one when `min_fraction` is 0)."""
     if len(table) == 0 or len(texts) == 0:
         return {}
-    shingles = shingle_hashes(prose_words(texts, map_digits=False), n)
+    shingles = shingle_hashes(prose_tokens(texts, map_digits=False), n)
     hit = np.isin(shingles.hash64, table.hashes)
     docs, hashes = shingles.doc[hit], shingles.hash64[hit]
     lo = np.searchsorted(table.hashes, hashes, side="left")
@@ -108,7 +108,7 @@ def remove_spans(text: str, ngrams: np.ndarray, n: int) -> tuple[str | None, int
     if not words:
         return text, 0
     normalised = " ".join(w.group().lower() for w in words)
-    shingles = shingle_hashes(prose_words(pa.array([normalised]), map_digits=False), n)
+    shingles = shingle_hashes(prose_tokens(pa.array([normalised]), map_digits=False), n)
     expected = max(len(words) - n + 1, 1)
     if len(shingles.hash64) != expected:
         return None, 0
