@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from pipeline.dedup.boilerplate import candidate_lines, comparable
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.minhash import band_keys, signatures
-from pipeline.dedup.normalize import code_tokens_of, collapse_spaces, blank_to_space, plain, prose_tokens
+from pipeline.dedup.normalize import blank_to_space, code_tokens_of, collapse_spaces, plain, prose_tokens
 from pipeline.dedup.shingles import Shingles, shingle_hashes
 
 FEATURE_COLUMNS = [

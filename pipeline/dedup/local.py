@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from pipeline.dedup.clusters import attached_to_survivor, centrality, choose_survivors, components, agreement
+from pipeline.dedup.clusters import agreement, attached_to_survivor, centrality, choose_survivors, components
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.features import binary_matrix, document_features
 from pipeline.dedup.minhash import layout_for_recall
@@ -105,7 +105,7 @@ def _column(batch: pa.RecordBatch, name: str, dtype, default):
     if name not in batch.schema.names:
         return None if default is None else np.full(batch.num_rows, default, dtype=dtype)
     values = batch.column(name).to_numpy(zero_copy_only=False)
-    return np.asarray(np.where(values == None, default, values) if default is not None else values,  # noqa: E711
+    return np.asarray(np.where(values == None, default, values) if default is not None else values,
                       dtype=dtype)
 
 

@@ -18,10 +18,9 @@ then reads (non-ASCII bytes left there are letters).
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-
-import unicodedata
 
 import numpy as np
 import pyarrow as pa
@@ -67,13 +66,15 @@ def string_buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=4)
-def _prose_table(map_digits: bool) -> np.ndarray:
+def _prose_table(map_digits: bool, join_underscores: bool = False) -> np.ndarray:
     """Byte -> byte: ASCII letters lowercased, digits kept (or '0'), other ASCII a space, non-ASCII kept."""
     table = np.full(256, _SPACE, dtype=np.uint8)
     table[0x80:] = np.arange(0x80, 256)
     table[ord("a"): ord("z") + 1] = np.arange(ord("a"), ord("z") + 1)
     table[ord("A"): ord("Z") + 1] = np.arange(ord("a"), ord("z") + 1)
     table[ord("0"): ord("9") + 1] = ord("0") if map_digits else np.arange(ord("0"), ord("9") + 1)
+    if join_underscores:
+        table[ord("_")] = ord("_")
     return table
 
 
@@ -132,7 +133,7 @@ def _unicode_first(texts: pa.Array, rewrite) -> pa.Array:
     return pc.if_else(ascii_docs, texts, others)
 
 
-def prose_tokens(texts, map_digits: bool = True) -> Tokens:
+def prose_tokens(texts, map_digits: bool = True, join_underscores: bool = False) -> Tokens:
     """The words of each text (see the module docstring). Only ASCII digits are mapped to `0`: a non-ASCII
     digit stays a letter of its word."""
     texts = plain(texts)
@@ -140,7 +141,7 @@ def prose_tokens(texts, map_digits: bool = True) -> Tokens:
     unicode = bool((data >= 0x80).any())
     if unicode:
         offsets, data = string_buffers(pc.utf8_lower(texts))
-    mapped = _prose_table(map_digits)[data]
+    mapped = _prose_table(map_digits, join_underscores)[data]
     if unicode:
         mapped[non_ascii_bytes_of(data, (SPACE, MARK))] = _SPACE
     word = mapped != _SPACE
