@@ -137,6 +137,6 @@ def remove_spans(text: str, table: EvalNgrams, items, n: int) -> tuple[str | Non
 
 
 def eval_tokens(texts) -> Tokens:
-    """Words as decontamination compares them: lowercase, digits kept, `_` inside a word (so that
-    `foo_impl` is one word: a renamed identifier changes one word of each n-gram, not two)."""
-    return prose_tokens(texts, map_digits=False, join_underscores=True)
+    """Words as decontamination compares them: lowercase, digits kept, `_` a separator (so that the
+    identifier `count_vowel_words` and the prose `count vowel words` are the same three words)."""
+    return prose_tokens(texts, map_digits=False)
