@@ -66,8 +66,9 @@ def test_planted_quality_bar_and_partition_independence(spark, planted):
         assert runs[p][:3] == (outcomes, clusters, survivors), f"{p} partitions changed the output"
     assert runs["distributed"][3]["rounds"]["near"]["components"] == "distributed"
 
-    from pipeline.dedup.local import dedup_batch
     import pyarrow as pa
+
+    from pipeline.dedup.local import dedup_batch
 
     local = dedup_batch(pa.RecordBatch.from_pylist([{**d, "domain": "general"} for d in planted.docs]),
                         DedupConfig()).to_pylist()
