@@ -18,6 +18,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from jobs.spark import get_spark
 from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig, load_build
+from pipeline.errors import UserError
 from pipeline.ledger import Ledger
 
 CODE_VERSION = "1"
@@ -51,7 +52,8 @@ def input_hash(cfg: BuildConfig, job: str, sections: tuple[str, ...], upstream: 
     for name in upstream:
         committed = JobOutput(cfg.build.output, name).committed_hash()
         if committed is None:
-            raise RuntimeError(f"job {job!r} needs the output of {name!r}, which is not committed: run it first")
+            raise UserError(f"the {job} job needs the output of the {name} job, which is not committed under "
+                            f"{cfg.build.output}: run `rnj run {cfg.path or 'CONFIG'} --until {name}` first")
         parts.append(committed)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
