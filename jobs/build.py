@@ -42,12 +42,12 @@ from pipeline.ledger import Ledger
 from pipeline.mixing import (
     FRAMING_TOKENS,
     ChatRenderer,
+    EvalCut,
     bin_offsets,
     bucket_caps,
     content_tokens,
     conversation,
     conversation_id,
-    EvalCut,
     eval_cuts,
     eval_targets,
     expand_copies,

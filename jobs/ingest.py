@@ -18,8 +18,8 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from jobs.common import JobResult, input_hash, job_main, run_job, write_parquet_table
 from pipeline.config import BuildConfig, IngestConfig, SourceConfig
 from pipeline.documents import DOCUMENT_COLUMNS
-from pipeline.ingest import INGEST_SCHEMA, OK, QUARANTINED, ingest_file
 from pipeline.errors import UserError
+from pipeline.ingest import INGEST_SCHEMA, OK, QUARANTINED, ingest_file
 from pipeline.io.listing import SourceFile, check_sources, listing_digest
 from pipeline.ledger import Ledger
 
