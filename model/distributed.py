@@ -87,7 +87,13 @@ class Distributed:
         global batch's token count: scaling by the world size makes the reduced gradient the global sum."""
         return self.world_size
 
-    def all_reduce_sum(self, value: float | int) -> float | int:
+    def all_reduce_sum(self, value: float | int | torch.Tensor) -> float | int:
+        """The sum over ranks of a host number or a device scalar (read back to the host: one sync)."""
+        if isinstance(value, torch.Tensor):
+            if self.world_size > 1:
+                value = value.to(torch.float64, copy=True)
+                dist.all_reduce(value)
+            return value.item()
         if self.world_size == 1:
             return value
         tensor = torch.tensor(value, dtype=torch.float64, device=self.device)
@@ -168,12 +174,13 @@ def compile_blocks(model: nn.Module) -> None:
         block.forward = torch.compile(block.forward, fullgraph=True)
 
 
-def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> float:
+def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` that also works on FSDP2's sharded gradients: the norm of DTensor
-    shards is reduced over ranks (`full_tensor`) before the clip coefficient is applied."""
+    shards is reduced over ranks (`full_tensor`) before the clip coefficient is applied. Returns the norm as
+    a device scalar: reading it is left to the caller, once the step's work is queued."""
     grads = [p.grad for p in parameters if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
     if isinstance(total, DTensor):
         total = total.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
-    return float(total)
+    return total
