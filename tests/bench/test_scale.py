@@ -5,7 +5,6 @@ import json
 import random
 import subprocess
 import sys
-import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -72,13 +71,15 @@ def test_covered_time_merges_overlapping_intervals():
 
 
 def test_tree_cpu_and_memory_count_child_processes():
-    with MemorySampler(interval=0.05) as sampler:
+    # The child holds 300 MB, says so, then burns 0.4 CPU-seconds (not wall seconds: the machine is shared).
+    busy = ("import sys, time\nx = bytearray(300 << 20)\nx[::4096] = b'1' * len(x[::4096])\nprint('ready', flush=True)\n"
+            "sys.stdin.readline()\nwhile time.process_time() < 0.4: pass")
+    with MemorySampler(interval=60) as sampler:
         before = tree_cpu_seconds()
-        busy = "x = bytearray(300 << 20); import time; t = time.time()\nwhile time.time() - t < 0.6: pass"
-        child = subprocess.Popen([sys.executable, "-c", busy])
-        time.sleep(0.4)
+        child = subprocess.Popen([sys.executable, "-c", busy], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
         peaks = sampler.take()
-        child.wait()
+        child.communicate("go\n")
     assert peaks.others_mb > 250
     assert peaks.driver_python_mb > 0
     assert tree_cpu_seconds() - before > 0.3
