@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import posixpath
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -155,10 +156,21 @@ def read_upstream_documents(spark: SparkSession, cfg: BuildConfig, job: str) -> 
 
 def job_main(name: str, description: str, run: Callable[..., JobResult], argv: list[str] | None = None) -> None:
     """Entry point of `python -m jobs.NAME` and `spark-submit jobs/NAME.py`."""
+    from jobs.progress import SparkProgress, ui_address
+    from jobs.registry import preflight
+
     args = job_parser(name, description).parse_args(argv)
-    cfg = load_build(args.config)
-    spark = get_spark(args.master, app_name=f"rnj-{name}")
-    result = run(spark, cfg, force=args.force)
+    try:
+        cfg = load_build(args.config)
+        for line in preflight(cfg, [name]):
+            print(line, flush=True)
+        spark = get_spark(args.master, app_name=f"rnj-{name}")
+        print(ui_address(spark), flush=True)
+        with SparkProgress(spark, name):
+            result = run(spark, cfg, force=args.force)
+    except UserError as err:  # a problem the user can fix: its message, no traceback (as the rnj CLI does)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(describe(result))
 
 
