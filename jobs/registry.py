@@ -21,15 +21,10 @@ def select_jobs(only: str | None = None, until: str | None = None, cfg=None) -> 
             job_module(name)
     if only:
         return [only]
-<<<<<<< HEAD
     names = list(JOB_ORDER[: JOB_ORDER.index(until) + 1]) if until else list(JOB_ORDER)
     if cfg is not None and not cfg.traces.enabled:
         names.remove("traces")
     return names
-=======
-    if until:
-        return list(JOB_ORDER[: JOB_ORDER.index(until) + 1])
-    return list(JOB_ORDER)
 
 
 def preflight(cfg, names: list[str]) -> list[str]:
@@ -58,4 +53,3 @@ def preflight(cfg, names: list[str]) -> list[str]:
                                 f"under {cfg.build.output}: run `rnj run {cfg.path or 'CONFIG'} --until {upstream}` "
                                 "first")
     return lines
->>>>>>> main
