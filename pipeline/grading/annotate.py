@@ -251,12 +251,15 @@ def read_documents(uri: str) -> list[dict]:
 
     if re.search(r"\.jsonl(\.gz|\.zst)?$", uri):
         docs = []
-        with fsspec.open(uri, "rt", encoding="utf-8", compression="infer") as f:
-            for number, line in enumerate(f):
-                if line.strip():
-                    item = json.loads(line)
-                    docs.append({"id": str(item.get("id", number)), "text": item["text"],
-                                 "domain": item.get("domain")})
+        try:
+            with fsspec.open(uri, "rt", encoding="utf-8", compression="infer") as f:
+                for number, line in enumerate(f):
+                    if line.strip():
+                        item = json.loads(line)
+                        docs.append({"id": str(item.get("id", number)), "text": item["text"],
+                                     "domain": item.get("domain")})
+        except FileNotFoundError:
+            raise UserError(f"no documents at {uri}: give a documents Parquet folder or a .jsonl file") from None
         return docs
     import pyarrow.dataset as ds
 

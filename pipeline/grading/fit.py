@@ -52,8 +52,12 @@ def load_labels(paths: list[str], default_domain: str | None = None) -> tuple[li
     UserError naming file and line."""
     examples, files = [], []
     for path in paths:
-        with fsspec.open(path, "rb", compression="infer") as f:
-            data = f.read()
+        try:
+            with fsspec.open(path, "rb", compression="infer") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise UserError(f"no labels file at {path}: give JSONL files of {{\"text\", \"level\"}} lines "
+                            "(bench/difficulty_data.py or `rnj grade annotate` write them)") from None
         count = 0
         for number, line in enumerate(data.decode("utf-8").split("\n"), start=1):
             if not line.strip():

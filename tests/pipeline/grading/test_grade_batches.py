@@ -118,4 +118,4 @@ def test_cli_prints_the_report(tmp_path):
     as_json = CliRunner().invoke(grade_group, ["report", str(tmp_path / "grade" / "report.json"), "--json"])
     assert json.loads(as_json.output)["tiers"] == 5
     missing = CliRunner().invoke(grade_group, ["report", str(tmp_path / "nothing")])
-    assert missing.exit_code != 0 and "run the grade job first" in missing.output
+    assert missing.exit_code != 0 and "run the grade job first" in str(missing.exception)
