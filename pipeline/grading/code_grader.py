@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import ast
 import re
+
+import numpy as np
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -61,9 +63,18 @@ class CodeGrader(Grader):
 
 
 def python_features(tree: ast.Module) -> dict[str, float]:
+    return python_tree(tree)[0]
+
+
+def python_tree(tree: ast.Module) -> tuple[dict[str, float], int, int]:
+    """(the grader's features, syntax-tree nodes, tree depth) from one walk over the tree."""
     visitor = _PythonVisitor()
     visitor.visit(tree)
     sizes = visitor.function_lines
+    return _features(visitor, sizes), visitor.nodes, visitor.tree_depth
+
+
+def _features(visitor: _PythonVisitor, sizes: list[int]) -> dict[str, float]:
     return {
         "cyclomatic": 1.0 + visitor.decisions,
         "max_function_complexity": float(max(visitor.function_complexity, default=0)),
@@ -93,8 +104,17 @@ class _PythonVisitor:
         self.modules: set[str] = set()
         self.code_lines: set[int] = set()
         self._stack: list[dict] = []  # the enclosing functions: name, decisions, yields, recursive
+        self.nodes = self.tree_depth = self._level = 0
 
     def visit(self, node: ast.AST) -> None:
+        self.nodes += 1
+        self._level += 1
+        if self._level > self.tree_depth:
+            self.tree_depth = self._level
+        self._visit(node)
+        self._level -= 1
+
+    def _visit(self, node: ast.AST) -> None:
         kind = type(node)
         if isinstance(node, ast.stmt):
             self._count_lines(node, kind)
@@ -206,12 +226,18 @@ def _max_nesting(code: list[str]) -> int:
     indents = [len(line) - len(line.lstrip(" \t")) for line in code]
     unit = min((i for i in indents if i > 0), default=0)
     indent_depth = max(indents, default=0) // unit if unit else 0
-    depth = deepest = 0
-    for line in code:
-        for ch in line:
-            if ch == "{":
-                depth += 1
-                deepest = max(deepest, depth)
-            elif ch == "}":
-                depth = max(0, depth - 1)
-    return max(indent_depth, deepest)
+    return max(indent_depth, _brace_depth("\n".join(code)))
+
+
+_BRACE_STEP = np.zeros(256, dtype=np.int32)
+_BRACE_STEP[ord("{")], _BRACE_STEP[ord("}")] = 1, -1
+
+
+def _brace_depth(text: str) -> int:
+    """Deepest `{` nesting, a `}` with none open ignored: depth_i = c_i - min(0, min_{j<=i} c_j) for the
+    running sum c over the UTF-8 bytes (numpy instead of a Python loop per character)."""
+    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    if not len(codes):
+        return 0
+    running = np.cumsum(_BRACE_STEP[codes])
+    return int((running - np.minimum(np.minimum.accumulate(running), 0)).max())

@@ -40,7 +40,7 @@ import warnings
 
 import numpy as np
 
-from pipeline.grading.code_grader import python_features, token_features
+from pipeline.grading.code_grader import python_tree, token_features
 from pipeline.grading.math_grader import notation_level, reasoning_steps
 
 DENSE_FEATURES = (
@@ -87,8 +87,7 @@ def _dense_row(text: str, code_features: bool = True, math_features: bool = True
     numbers = _NUMBER.findall(text)
     largest = max((float(n) for n in numbers), default=0.0)
     tree = _parse_python(text) if code_features else None
-    nodes, depth = _tree_size(tree) if tree is not None else (0, 0)
-    code = _code_features(text, tree) if code_features else _NO_CODE
+    code, nodes, depth = _code_features(text, tree) if code_features else (_NO_CODE, 0, 0)
     pretokens = len(_PRETOKEN.findall(text))
     raw = text.encode("utf-8", "surrogatepass")
     codes = np.frombuffer(raw, dtype=np.uint8)
@@ -137,25 +136,14 @@ def _parse_python(text: str) -> ast.Module | None:
     return None
 
 
-def _tree_size(tree: ast.AST) -> tuple[int, int]:
-    """(nodes, depth) by an explicit stack: deep trees must not hit the recursion limit."""
-    nodes = deepest = 0
-    stack = [(tree, 1)]
-    while stack:
-        node, depth = stack.pop()
-        nodes += 1
-        deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-    return nodes, deepest
-
-
-def _code_features(text: str, tree: ast.Module | None) -> dict[str, float]:
+def _code_features(text: str, tree: ast.Module | None) -> tuple[dict[str, float], int, int]:
+    """(the code grader's features, syntax-tree nodes, tree depth); token features and 0, 0 without a tree."""
     if tree is not None:
         try:
-            return python_features(tree)
+            return python_tree(tree)
         except RecursionError:
             pass
-    return token_features(text)
+    return token_features(text), 0, 0
 
 
 def _bracket_depth(codes: np.ndarray) -> int:
