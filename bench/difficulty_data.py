@@ -118,8 +118,7 @@ def school_and_competition(raw: Path, split: str, gsm8k_every: int = 1) -> list[
 def write(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
+        f.writelines(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
     levels = Counter(r["level"] for r in rows)
     print(f"{path}: {len(rows)} lines, levels {dict(sorted(levels.items()))}")
 

@@ -30,9 +30,11 @@ from jobs.common import (
     write_parquet_table,
 )
 from pipeline.config import BuildConfig
+from pipeline.errors import UserError
 from pipeline.grading.base import GradeContext
 from pipeline.grading.classifier import LinearClassifier, files_fingerprint, load_labelled, train_classifier
 from pipeline.grading.config import GradeConfig
+from pipeline.grading.difficulty_model import DifficultyModel, load_model
 from pipeline.grading.grade import (
     ANALYSED_SCHEMA,
     GRADED_COLUMNS,
@@ -43,8 +45,6 @@ from pipeline.grading.grade import (
     grade_batch,
     vocabulary_counts,
 )
-from pipeline.errors import UserError
-from pipeline.grading.difficulty_model import DifficultyModel, load_model
 from pipeline.grading.reference import reference_fingerprint
 from pipeline.grading.report import DIFFICULTY_BINS, QUANTILES, build_report
 from pipeline.ledger import Ledger

@@ -124,12 +124,13 @@ def annotate(input_uri: str, endpoint: str, teacher: str, out: str, cache: str |
     """Label a stratified sample of INPUT (a documents Parquet folder or a JSONL file) with a teacher model."""
     import os
 
-    from pipeline.grading.annotate import AnnotateSettings, annotate as run_annotate, read_documents
+    from pipeline.grading.annotate import AnnotateSettings, read_documents
+    from pipeline.grading.annotate import annotate as run_annotate
 
     settings = AnnotateSettings(endpoint=endpoint, model=teacher, per_domain=per_domain, concurrency=concurrency,
                                 max_requests=max_requests, retries=retries, seed=seed,
                                 api_key=os.environ.get(api_key_env) if api_key_env else None)
-    cache = cache or (out[: -len(".jsonl")] if out.endswith(".jsonl") else out) + ".cache.jsonl"
+    cache = cache or (out.removesuffix(".jsonl")) + ".cache.jsonl"
     stats = run_annotate(read_documents(input_uri), settings, out, cache)
     click.echo(f"sampled {stats.sampled}: {stats.cached} from the cache, {stats.labelled} labelled now, "
                f"{stats.failed} failed, {stats.unanswered} left for a later run (budget); "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import re
 
+import numpy as np
+
 FORMULA_WORD = "formula"
 """What a masked formula becomes: one ordinary word, so it neither helps nor hurts the word rules."""
 
@@ -114,3 +116,22 @@ def syllables(word: str) -> int:
 def ratio(part: float, whole: float) -> float:
     """part / whole, 0 for an empty whole (signals are never NaN)."""
     return part / whole if whole else 0.0
+
+
+@functools.lru_cache(maxsize=8)
+def _bracket_steps(opening: str, closing: str) -> np.ndarray:
+    steps = np.zeros(256, dtype=np.int32)
+    steps[[ord(c) for c in opening]] = 1
+    steps[[ord(c) for c in closing]] = -1
+    return steps
+
+
+def nesting_depth(text: str, opening: str = "([{", closing: str = ")]}") -> int:
+    """Deepest nesting of the (ASCII) `opening` brackets; a closing one with none open is ignored. With c the
+    running sum of +1/-1 over the UTF-8 bytes, depth_i = c_i - min(0, min_{j<=i} c_j): numpy instead of a
+    Python loop per character."""
+    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    if not len(codes):
+        return 0
+    running = np.cumsum(_bracket_steps(opening, closing)[codes])
+    return int((running - np.minimum(np.minimum.accumulate(running), 0)).max())

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import threading
 import time
@@ -121,7 +120,7 @@ def parse_answer(content: str) -> dict[str, int]:
         value = answer.get(name)
         if not isinstance(value, (int, float)) or not 1 <= value <= 5:
             raise ValueError(f"{name} must be a number from 1 to 5, got {value!r}")
-        scores[name] = int(round(value))
+        scores[name] = round(value)
     return scores
 
 

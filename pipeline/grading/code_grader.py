@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import ast
 import re
-
-import numpy as np
 from collections.abc import Callable
 from typing import ClassVar
 
+from pipeline.filters.text import nesting_depth
 from pipeline.grading.base import GradeContext, Grader, saturating
 
 _DECISIONS = frozenset({ast.If, ast.For, ast.AsyncFor, ast.While, ast.IfExp, ast.ExceptHandler, ast.Assert,
@@ -109,8 +108,7 @@ class _PythonVisitor:
     def visit(self, node: ast.AST) -> None:
         self.nodes += 1
         self._level += 1
-        if self._level > self.tree_depth:
-            self.tree_depth = self._level
+        self.tree_depth = max(self.tree_depth, self._level)
         self._visit(node)
         self._level -= 1
 
@@ -226,18 +224,4 @@ def _max_nesting(code: list[str]) -> int:
     indents = [len(line) - len(line.lstrip(" \t")) for line in code]
     unit = min((i for i in indents if i > 0), default=0)
     indent_depth = max(indents, default=0) // unit if unit else 0
-    return max(indent_depth, _brace_depth("\n".join(code)))
-
-
-_BRACE_STEP = np.zeros(256, dtype=np.int32)
-_BRACE_STEP[ord("{")], _BRACE_STEP[ord("}")] = 1, -1
-
-
-def _brace_depth(text: str) -> int:
-    """Deepest `{` nesting, a `}` with none open ignored: depth_i = c_i - min(0, min_{j<=i} c_j) for the
-    running sum c over the UTF-8 bytes (numpy instead of a Python loop per character)."""
-    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    if not len(codes):
-        return 0
-    running = np.cumsum(_BRACE_STEP[codes])
-    return int((running - np.minimum(np.minimum.accumulate(running), 0)).max())
+    return max(indent_depth, nesting_depth("\n".join(code), "{", "}"))

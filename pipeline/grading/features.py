@@ -40,6 +40,7 @@ import warnings
 
 import numpy as np
 
+from pipeline.filters.text import nesting_depth
 from pipeline.grading.code_grader import python_tree, token_features
 from pipeline.grading.math_grader import notation_level, reasoning_steps
 
@@ -57,9 +58,6 @@ FEATURE_SPEC_VERSION = 2
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?")
 _PRETOKEN = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d{1,3}| ?[^\s\w]+|\s+(?!\S)|\s+""")
-_BRACKET_STEP = np.zeros(256, dtype=np.int32)
-_BRACKET_STEP[[ord(c) for c in "([{"]] = 1
-_BRACKET_STEP[[ord(c) for c in ")]}"]] = -1
 _IS_DIGIT = np.zeros(256, dtype=bool)
 _IS_DIGIT[ord("0"):ord("9") + 1] = True
 _PY2_PRINT = re.compile(r"^(\s*)print\b(?!\s*\()\s*(.*?)\s*$", re.MULTILINE)
@@ -98,7 +96,7 @@ def _dense_row(text: str, code_features: bool = True, math_features: bool = True
         math.log1p(sum(1 for line in text.split("\n") if line.strip())),
         math.log1p(latex),
         latex / words if words else 0.0,
-        float(_bracket_depth(codes)),
+        float(nesting_depth(text)),
         math.log1p(nodes),
         float(depth),
         float(tree is not None),
@@ -144,16 +142,6 @@ def _code_features(text: str, tree: ast.Module | None) -> tuple[dict[str, float]
         except RecursionError:
             pass
     return token_features(text), 0, 0
-
-
-def _bracket_depth(codes: np.ndarray) -> int:
-    """Deepest nesting of brackets of any kind, over the text's UTF-8 bytes; a closing bracket with none open
-    is ignored (depth never goes below 0: depth_i = c_i - min(0, min_{j<=i} c_j) for the running sum c)."""
-    if not len(codes):
-        return 0
-    running = np.cumsum(_BRACKET_STEP[codes])
-    floor = np.minimum(np.minimum.accumulate(running), 0)
-    return int((running - floor).max())
 
 
 def ngram_vectorizer(buckets: int):

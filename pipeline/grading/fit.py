@@ -183,7 +183,7 @@ def cv_table(out_of_fold: np.ndarray, target: np.ndarray, members: list[Example]
         groups[source] = np.array([i for i, e in enumerate(members) if e.source == source])
     for label, index in groups.items():
         levels = np.array([members[i].level for i in index]) if label != "(all sources)" else target
-        row = {"examples": int(len(index)), "model": round(spearman(out_of_fold[index], levels), 4)}
+        row = {"examples": len(index), "model": round(spearman(out_of_fold[index], levels), 4)}
         for feature_label, feature in SINGLE_FEATURES.items():
             row[feature_label] = round(spearman(dense[index, DENSE_FEATURES.index(feature)], levels), 4)
         rows[label] = row

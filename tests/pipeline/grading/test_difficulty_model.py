@@ -13,7 +13,14 @@ from pipeline.errors import UserError
 from pipeline.grading.base import GradeContext
 from pipeline.grading.config import DifficultyConfig, GradeConfig
 from pipeline.grading.difficulty_model import load_model
-from pipeline.grading.fit import FitSettings, centred_isotonic, evaluate, fit_model, load_labels, rank_normalise
+from pipeline.grading.fit import (
+    FitSettings,
+    centred_isotonic,
+    evaluate,
+    fit_model,
+    load_labels,
+    rank_normalise,
+)
 from pipeline.grading.grade import analyse_batch, grade_batch
 from pipeline.mathgen import generate_problems
 from rnj.grade_cmd import grade_group
@@ -138,7 +145,7 @@ def test_builtin_default_model_ships_and_grades():
     model = load_model("builtin:default")
     assert {"math", "code"} <= set(model.domains) and model.tier_count == 5
     problems = generate_problems(40, seed=1)
-    difficulty, tiers, _, _ = model.predict([p.text() for p in problems], "math")
+    difficulty, _, _, _ = model.predict([p.text() for p in problems], "math")
     from scipy.stats import spearmanr
 
     assert spearmanr(difficulty, [p.level for p in problems]).statistic > 0.5

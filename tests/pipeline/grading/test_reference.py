@@ -9,11 +9,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.slow  # a few seconds of torch on CPU
 
+from model.reference import reference_scorer
 from pipeline.documents import documents_table
 from pipeline.grading.base import GradeContext
 from pipeline.grading.config import GradeConfig, ReferenceModelConfig
 from pipeline.grading.grade import analyse_batch, grade_batch
-from model.reference import reference_scorer
 from pipeline.grading.reference import reference_fingerprint
 
 SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
