@@ -11,8 +11,10 @@ table, joined back by id, so outputs are byte-identical whatever the partitionin
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import os
 import posixpath
 
 import fsspec
@@ -29,12 +31,12 @@ from jobs.common import (
     upstream_jobs,
     write_parquet_table,
 )
-from pipeline.config import BuildConfig
+from pipeline.config import BuildConfig, resolve_uri
 from pipeline.errors import UserError
 from pipeline.grading.base import GradeContext
 from pipeline.grading.classifier import LinearClassifier, files_fingerprint, load_labelled, train_classifier
 from pipeline.grading.config import GradeConfig
-from pipeline.grading.difficulty_model import DifficultyModel, load_model
+from pipeline.grading.difficulty_model import BUILTIN_PREFIX, DifficultyModel, load_model
 from pipeline.grading.grade import (
     ANALYSED_SCHEMA,
     GRADED_COLUMNS,
@@ -54,6 +56,7 @@ REPORT = "report.json"
 
 
 def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
+    cfg = _with_model_resolved(cfg)
     digest = input_hash(cfg, JOB, ("grade",), upstream=upstream_jobs(cfg, JOB))
     labels = cfg.grade.domain.classifier_paths
     if labels:  # the labelled files' bytes, not just their names, decide whether the output is current
@@ -93,6 +96,16 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
         f.write(json.dumps(report, indent=2, sort_keys=False) + "\n")
     ledger.extra = {"common_words": len(common or ())}
     return ledger
+
+
+def _with_model_resolved(cfg: BuildConfig) -> BuildConfig:
+    """`[grade.difficulty] model` relative to the build file's folder, like every other URI of the build."""
+    uri = cfg.grade.difficulty.model
+    if not uri or uri.startswith(BUILTIN_PREFIX) or not cfg.path:
+        return cfg
+    base = posixpath.dirname(cfg.path) if "://" in cfg.path else os.path.dirname(os.path.abspath(cfg.path))
+    difficulty = dataclasses.replace(cfg.grade.difficulty, model=resolve_uri(base, uri))
+    return dataclasses.replace(cfg, grade=dataclasses.replace(cfg.grade, difficulty=difficulty))
 
 
 def _difficulty_model(cfg: GradeConfig) -> DifficultyModel | None:

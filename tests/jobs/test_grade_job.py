@@ -255,3 +255,10 @@ def test_until_grade_runs_without_traces_when_they_are_off(tmp_path):
     cfg = build_config(tmp_path, "[traces]\nenabled = false\n")
     assert select_jobs(until="grade", cfg=cfg) == ["ingest", "dedup", "grade"]
     assert select_jobs(until="grade") == ["ingest", "traces", "dedup", "grade"]
+
+
+def test_a_relative_model_folder_resolves_against_the_build_file(tmp_path):
+    cfg = build_config(tmp_path, '[grade.difficulty]\nmodel = "models/mine"\n')
+    assert grade_job._with_model_resolved(cfg).grade.difficulty.model == f"{tmp_path}/models/mine"
+    builtin = build_config(tmp_path, MODEL)
+    assert grade_job._with_model_resolved(builtin).grade.difficulty.model == "builtin:default"
