@@ -9,7 +9,8 @@ URIs: `builtin:NAME` is a model shipped inside this package (pipeline/grading/mo
 an fsspec folder URI (local path, gs://, s3:// ...).
 
     score     = w · [hashed n-grams, (dense - mean) / scale] + b          (the model's raw output)
-    difficulty = calibration(score) in [0, 1]                              (the rank-normalised labelled scale)
+    difficulty = calibration(score) in [0, 1]                              (the rank-normalised labelled scale;
+                                                                            strictly increasing: no ties)
     tier      = number of cut-offs <= difficulty                           (0 .. len(cutoffs))
 
 `difficulty` and `tier` depend on the document alone, never on what else is in the build.
@@ -36,7 +37,7 @@ MODEL_FILE = "model.json"
 WEIGHTS_FILE = "weights.npz"
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class DomainModel:
     """The fitted parts for one domain."""
 
@@ -51,7 +52,10 @@ class DomainModel:
     calibration_x: np.ndarray
     """Raw scores of the calibration knots (strictly increasing)."""
     calibration_y: np.ndarray
-    """Difficulty at those knots (strictly increasing, in [0, 1]); linear in between, flat outside."""
+    """Difficulty at those knots (strictly increasing, in [0, 1]); linear in between."""
+    tail_scale: float = 0.0
+    """Beyond the first and last knot the calibration keeps rising, exponentially towards 0 and 1 with this
+    scale (the spread of the training scores), so documents past the knots are not tied; 0: flat."""
     cutoffs: tuple[float, ...]
     """Tier boundaries on the difficulty scale (tiers - 1 increasing values)."""
     info: dict = field(default_factory=dict)
@@ -63,7 +67,13 @@ class DomainModel:
         return ngrams @ self.coef[:buckets] + standardised @ self.coef[buckets:] + self.intercept
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
-        return np.clip(np.interp(raw, self.calibration_x, self.calibration_y), 0.0, 1.0)
+        x, y = self.calibration_x, self.calibration_y
+        out = np.interp(raw, x, y)
+        if self.tail_scale > 0:
+            low, high = raw < x[0], raw > x[-1]
+            out[low] = y[0] * np.exp((raw[low] - x[0]) / self.tail_scale)
+            out[high] = 1.0 - (1.0 - y[-1]) * np.exp(-(raw[high] - x[-1]) / self.tail_scale)
+        return np.clip(out, 0.0, 1.0)
 
     def tiers(self, difficulty: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.cutoffs), difficulty, side="right").astype(np.int32)
@@ -125,6 +135,7 @@ class DifficultyModel:
             "features": {"spec_version": FEATURE_SPEC_VERSION, "dense": list(DENSE_FEATURES), "buckets": self.buckets},
             "domains": {d: {"intercept": m.intercept, "mean": m.mean.tolist(), "scale": m.scale.tolist(),
                             "calibration_x": m.calibration_x.tolist(), "calibration_y": m.calibration_y.tolist(),
+                            "tail_scale": m.tail_scale,
                             "cutoffs": list(m.cutoffs), "info": m.info}
                         for d, m in sorted(self.domains.items())},
             "training": self.training,
@@ -182,7 +193,7 @@ def load_model(uri: str) -> DifficultyModel:
             domain=domain, coef=coefs[domain], intercept=float(item["intercept"]),
             mean=np.asarray(item["mean"]), scale=np.asarray(item["scale"]),
             calibration_x=np.asarray(item["calibration_x"]), calibration_y=np.asarray(item["calibration_y"]),
-            cutoffs=tuple(item["cutoffs"]), info=item.get("info", {}),
+            tail_scale=float(item.get("tail_scale", 0.0)), cutoffs=tuple(item["cutoffs"]), info=item.get("info", {}),
         )
     return DifficultyModel(name=meta["name"], version=meta["version"], buckets=int(features["buckets"]),
                            domains=domains, training=meta.get("training", {}), fingerprint=meta["fingerprint"],

@@ -126,12 +126,15 @@ def fit_model(examples: list[Example], files: list[dict], settings: FitSettings,
             out_of_fold[held] = model.raw_scores(dense[held], ngrams[held])
         final = _fit_domain(dense, ngrams, target, settings.alpha, Ridge)
         knots_x, knots_y = centred_isotonic(out_of_fold, target)
-        calibrated = np.clip(np.interp(out_of_fold, knots_x, knots_y), 0, 1)
+        tail_scale = float(out_of_fold.std()) or 1.0
+        calibrated = DomainModel(domain=domain, coef=final.coef, intercept=0.0, mean=final.mean, scale=final.scale,
+                                 calibration_x=knots_x, calibration_y=knots_y, tail_scale=tail_scale,
+                                 cutoffs=()).calibrate(out_of_fold)
         cutoffs = tuple(float(q) for q in np.quantile(calibrated, [t / settings.tiers for t in range(1, settings.tiers)]))
         info = {"examples": len(members), "cv": cv_table(out_of_fold, target, members, dense)}
         domains[domain] = DomainModel(domain=domain, coef=final.coef, intercept=final.intercept, mean=final.mean,
                                       scale=final.scale, calibration_x=knots_x, calibration_y=knots_y,
-                                      cutoffs=cutoffs, info=info)
+                                      tail_scale=tail_scale, cutoffs=cutoffs, info=info)
     training = {
         "files": files,
         "settings": {"buckets": settings.buckets, "alpha": settings.alpha, "folds": settings.folds,
