@@ -111,13 +111,28 @@ def _ledger_table(results) -> Table:
     return table
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args: tuple[str, ...]) -> None:
-    """Train the model on the build's shards (same arguments as `python -m model.train`; try --help)."""
-    from model.train import main as train_main
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--stage", default=None, help="train this stage only (it starts from the end of the previous stage)")
+@click.option("--all", "all_stages", is_flag=True, help="train every stage in order, resuming where it stopped")
+@click.option("--dry-run", is_flag=True, help="print the step plan per phase and exit")
+@click.option("--max-steps", type=int, default=None,
+              help="stop after this many steps in all (checkpointed: a rerun continues)")
+@click.option("--plot", metavar="PNG", default=None, help="draw the run's loss and lr curves to PNG and exit")
+@click.option("--log-interval", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="without a terminal (a log file, a pod), one progress line per this many seconds")
+@click.option("--peak-tflops", type=float, default=None,
+              help="the GPU's peak for MFU (default: its dense bf16 data-sheet figure, by exact name)")
+def train(config: str, stage: str | None, all_stages: bool, dry_run: bool, max_steps: int | None,
+          plot: str | None, log_interval: float, peak_tflops: float | None) -> None:
+    """Train the model on the build's shards, stage by stage (as `python -m model.train`; under torchrun
+    use that)."""
+    if stage and all_stages:
+        raise click.UsageError("--stage and --all exclude each other")
+    from model.train import train_command
 
-    train_main(list(args))
+    train_command(config, stage=stage, all_stages=all_stages, dry_run=dry_run, max_steps=max_steps, plot=plot,
+                  log_interval_s=log_interval, peak_tflops=peak_tflops)
 
 
 @main.command()
