@@ -112,7 +112,7 @@ def test_exporting_before_training_says_to_train(tmp_path):
 
 def test_python_m_model_train_prints_the_problem_and_exits_2(tmp_path):
     config = write_build(tmp_path)
-    done = subprocess.run([sys.executable, "-m", "model.train", str(config), "--stage", "nope"], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "model.train", str(config), "--stage", "nope"], cwd=REPO, check=False,
                           capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().startswith("error: unknown stage 'nope'"), done.stderr
@@ -162,13 +162,14 @@ def test_progress_resumed_mid_stage_counts_from_where_it_is():
 def test_training_writes_progress_lines_when_stderr_is_not_a_terminal(tmp_path):
     config = write_build(tmp_path)
     done = subprocess.run([sys.executable, "-m", "model.train", str(config), "--stage", "pretrain",
-                           "--max-steps", "3", "--log-interval", "0"], cwd=REPO, capture_output=True, text=True,
+                           "--max-steps", "3", "--log-interval", "0"], cwd=REPO, check=False, capture_output=True,
+                          text=True,
                           env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("pretrain step")]
     assert [line.split()[2] for line in lines] == ["1/12", "2/12", "3/12"], done.stderr
     assert "MFU against no peak" in done.stderr, "the peak used (here none, on a CPU) is printed"
     again = subprocess.run([sys.executable, "-m", "model.train", str(config), "--stage", "pretrain",
-                            "--max-steps", "1"], cwd=REPO, capture_output=True, text=True,
+                            "--max-steps", "1"], cwd=REPO, check=False, capture_output=True, text=True,
                            env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"))
     assert "resumed pretrain at step 3" in again.stderr, "a run stopped by --max-steps checkpoints where it stops"

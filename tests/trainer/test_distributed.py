@@ -13,12 +13,12 @@
 import contextlib
 import json
 import os
-import warnings
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -188,7 +188,7 @@ def _check_fsdp_gradients(rank: int, world: int) -> dict:
 def _check_fsdp_bf16_precision(rank: int, world: int) -> dict:
     """FSDP2 with bf16 block weights (the GPU policy) under bf16 autocast, on CPU: record the dtypes that
     reach each block and `apply_rope`, and compare the loss with one process under the same autocast."""
-    import model.transformer as transformer
+    from model import transformer
     from model.distributed import shard_model
 
     def build():

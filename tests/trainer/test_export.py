@@ -5,7 +5,8 @@ from click.testing import CliRunner
 
 from model.checkpoint import Checkpointer
 from model.export import export_run
-from model.train import main as train_main, model_config
+from model.train import main as train_main
+from model.train import model_config
 from model.transformer import Transformer
 from pipeline.config import load_build
 from rnj.cli import main as rnj

@@ -55,7 +55,7 @@ def test_peak_flops_match_exact_device_names_only():
 def test_gpu_check_runs_end_to_end_at_tiny_shapes(tmp_path):
     out = tmp_path / "check.json"
     done = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--tiny", "--peak-tflops", "1",
-                           "--global-batch-tokens", "4096", "--out", str(out)], cwd=REPO, capture_output=True,
+                           "--global-batch-tokens", "4096", "--out", str(out)], cwd=REPO, check=False, capture_output=True,
                           text=True, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"), timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(out.read_text())
