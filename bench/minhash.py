@@ -25,8 +25,8 @@ import pyarrow as pa
 from datasketch import MinHash
 
 from pipeline.dedup.minhash import signatures
-from pipeline.dedup.normalize import prose_words
-from pipeline.dedup.shingles import shingle_bytes, shingle_hashes, span_hash32
+from pipeline.dedup.normalize import prose_tokens
+from pipeline.dedup.shingles import shingle_bytes, shingle_hash32, shingle_hashes
 
 
 def sample_texts(sample: Path, limit: int) -> list[str]:
@@ -39,7 +39,7 @@ def sample_texts(sample: Path, limit: int) -> list[str]:
 
 
 def ours(texts: pa.Array, num_perm: int, seed: int, n: int) -> np.ndarray:
-    sh = shingle_hashes(prose_words(texts), n)
+    sh = shingle_hashes(prose_tokens(texts), n)
     return signatures(sh.doc, sh.hash32, sh.num_docs, num_perm, seed)
 
 
@@ -76,11 +76,11 @@ def best_of(fn, repeats: int) -> tuple[float, object]:
 
 def bench_signatures(texts: list[str], num_perm: int, seed: int, n: int, repeats: int) -> dict:
     array = pa.array(texts, pa.string())
-    shingles = shingle_bytes(prose_words(array), n)
+    shingles = shingle_bytes(prose_tokens(array), n)
     total = sum(len(s) for s in shingles)
     t_ours, sig_ours = best_of(lambda: ours(array, num_perm, seed, n), repeats)
     t_sha1, _ = best_of(lambda: theirs(shingles, num_perm, seed), repeats)
-    t_same, sig_same = best_of(lambda: theirs(shingles, num_perm, seed, span_hash32), 1)
+    t_same, sig_same = best_of(lambda: theirs(shingles, num_perm, seed, shingle_hash32), 1)
     t_text, _ = best_of(lambda: theirs(python_shingles(texts, n), num_perm, seed), repeats)
     identical = bool(np.array_equal(sig_ours, sig_same))
     docs = len(texts)

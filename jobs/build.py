@@ -37,20 +37,22 @@ from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig, ConfigError
 from pipeline.curriculum import PhaseConfig, StageConfig, curriculum_fingerprint, phase_fingerprint, schedule
 from pipeline.documents import DOMAINS
+from pipeline.inspect.figures import decile_means, merge_counts, padding_per_sequence
 from pipeline.ledger import Ledger
 from pipeline.mixing import (
     FRAMING_TOKENS,
     ChatRenderer,
+    EvalCut,
     bin_offsets,
     bucket_caps,
     content_tokens,
     conversation,
     conversation_id,
+    eval_cuts,
     eval_targets,
     expand_copies,
     file_header,
     group_repo_files,
-    held_out_until,
     key_bin,
     plan_phase,
     read_sft_file,
@@ -99,7 +101,7 @@ SHARD_STATS = pa.schema([
     pa.field("shard", pa.int32()), pa.field("path", pa.string()), pa.field("num_sequences", pa.int64()),
     pa.field("sha256", pa.string()), pa.field("bytes", pa.int64()), pa.field("padding", pa.int64()),
     pa.field("pieces", pa.int64()), pa.field("cut", pa.int64()), pa.field("by_domain", pa.string()),
-    pa.field("by_tier", pa.string()), pa.field("by_source", pa.string()),
+    pa.field("by_tier", pa.string()), pa.field("by_source", pa.string()), pa.field("padding_hist", pa.string()),
 ])
 
 
@@ -183,7 +185,7 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
             docs = docs.persist()
         try:
             usage_uri = posixpath.join(tmp, "_usage", f"{stage.name}.{phase.name}")
-            manifest = _build_phase(cfg, stage, phase, docs, tok, tmp, digest, span.first_step, usage_uri)
+            manifest, figures = _build_phase(cfg, stage, phase, docs, tok, tmp, digest, span.first_step, usage_uri)
             if records is None:
                 usage_uris.append(usage_uri)
             else:
@@ -193,7 +195,7 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
                 docs.unpersist()
         phases.append({"stage": stage.name, "phase": phase.name, "kind": stage.kind,
                        "first_step": span.first_step, "steps": span.steps})
-        reports[f"{stage.name}/{phase.name}"] = _phase_report(manifest)
+        reports[f"{stage.name}/{phase.name}"] = _phase_report(manifest) | figures
         print(f"build: {stage.name}/{phase.name} packed in {time.perf_counter() - start:.1f}s", flush=True)
     _count_upstream(ledger, upstream, [spark.read.parquet(u) for u in usage_uris])
     fs, usage_root = fsspec.core.url_to_fs(posixpath.join(tmp, "_usage"))
@@ -209,8 +211,9 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
 
 
 def _build_phase(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, tok: TokenizerFiles, tmp: str,
-                 digest: str, first_step: int, usage_uri: str) -> dict:
-    """One phase: plan from per-bin sums, select, order, cut into shard windows, pack and write."""
+                 digest: str, first_step: int, usage_uri: str) -> tuple[dict, dict]:
+    """One phase: plan from per-bin sums, select, order, cut into shard windows, pack and write. Returns
+    the manifest and the phase's figures for report.json."""
     seed = cfg.build.seed
     bucketed = docs.select(*BUCKETED.names[:6]).mapInArrow(
         _bucketize(phase, seed), from_arrow_schema(BUCKETED)).where(F.col("bucket").isNotNull())
@@ -220,7 +223,7 @@ def _build_phase(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, t
         bin_costs[key] = bin_costs.get(key, 0) + row["cost"]
         totals[row["bucket"]] = totals.get(row["bucket"], 0) + row["cost"]
         sources_by_bucket.setdefault(row["bucket"], set()).add(row["source"])
-    train_offset = held_out_until(bin_costs, eval_targets(stage, phase, totals))
+    train_offset = _held_out_offsets(bucketed, eval_cuts(bin_costs, eval_targets(stage, phase, totals)))
     supply = {k: totals.get(k, 0) - train_offset.get(k, 0) for k in phase.weights}
     plan = plan_phase(phase, content_tokens(stage, phase), supply, bucket_caps(phase, sources_by_bucket))
     sources = sorted(set().union(*sources_by_bucket.values())) if sources_by_bucket else []
@@ -230,13 +233,48 @@ def _build_phase(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, t
     try:
         stats = _pack_and_write(stage, phase, plan.content_tokens, copies, docs, tok, sources, tmp)
         _write_usage(ranked, copies, docs, usage_uri)
+        figures = _phase_figures(phase, copies, stats, train_offset)
     finally:
         copies.unpersist()
     folder = posixpath.join(tmp, stage.name, phase.name)
     manifest = _manifest(cfg, stage, phase, plan, stats, tok, sources, digest, first_step)
     write_manifest(folder, manifest)
     check_listing(folder)
-    return manifest
+    return manifest, figures
+
+
+def _held_out_offsets(bucketed: DataFrame, cuts: dict[str, EvalCut]) -> dict[str, int]:
+    """Per bucket, the tokens of its held-out prefix (where training starts): the bins before its cut
+    whole, then pipeline.mixing.held_out_prefix's rule as a running sum over the one bin the cut falls in."""
+    if not cuts:
+        return {}
+    in_cut = functools.reduce(lambda a, b: a | b, [(F.col("bucket") == k) & (F.col("_bin") == c.bin)
+                                                   for k, c in sorted(cuts.items())])
+    room = functools.reduce(lambda expr, kc: expr.when(F.col("bucket") == kc[0], F.lit(kc[1].room)),
+                            sorted(cuts.items())[1:], F.when(F.col("bucket") == min(cuts), F.lit(cuts[min(cuts)].room)))
+    running = F.sum("cost").over(Window.partitionBy("bucket").orderBy("skey", "id")
+                                 .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    inside = dict(bucketed.where(in_cut).select("bucket", "cost", "skey", "id").withColumn("_end", running)
+                  .where(F.col("_end") <= room).groupBy("bucket").agg(F.max("_end")).collect())
+    return {k: c.before + (inside.get(k) or 0) for k, c in cuts.items()}
+
+
+def _phase_figures(phase: PhaseConfig, copies: DataFrame, stats: list[dict], held_out: dict[str, int]) -> dict:
+    """What the report draws for a phase, from the persisted copies and the shards' stats rows: documents by
+    length (power-of-two bins of token slots, one copy each), sequences by padding, held-out tokens per bucket
+    and, for `easy_to_hard`, the mean difficulty per tenth of the phase's training order."""
+    train = copies.where(~F.col("held_out"))
+    bits = F.length(F.bin("cost")).alias("bits")  # the bit length: the power-of-two bin, in exact integers
+    lengths = {1 << (r["bits"] - 1): r["count"] for r in train.where(F.col("epoch") == 0).groupBy(bits).count().collect()}
+    figures = {
+        "document_lengths": {str(k): v for k, v in sorted(lengths.items())},
+        "padding_per_sequence": merge_counts(json.loads(s["padding_hist"]) for s in stats if s["shard"] >= 0),
+        "held_out_tokens": dict(sorted(held_out.items())),
+    }
+    if phase.ordering == "easy_to_hard":
+        sums = train.groupBy("_bin").agg(F.sum("cost").alias("cost"), F.sum(F.col("cost") * F.col("okey")).alias("d"))
+        figures["difficulty_by_decile"] = decile_means(sorted((r["_bin"], r["cost"], r["d"]) for r in sums.collect()))
+    return figures
 
 
 def _write_usage(ranked: DataFrame, copies: DataFrame, docs: DataFrame, uri: str) -> None:
@@ -534,6 +572,7 @@ def _pack_shard(seq_len: int, num_sequences: int, shard_sequences: int, ids: dic
             "padding": packed.num_padding, "pieces": len(items), "cut": cut_documents(bins, sizes, seq_len),
             "by_domain": json.dumps(packed.tokens_by_domain), "by_tier": json.dumps(packed.tokens_by_tier),
             "by_source": json.dumps(packed.tokens_by_source),
+            "padding_hist": json.dumps(padding_per_sequence(bins, seq_len)),
         }
         return pa.Table.from_pylist([row], schema=SHARD_STATS)
 
@@ -613,7 +652,8 @@ def _phase_report(manifest: dict) -> dict:
     packing = manifest["packing"]
     return {
         "num_sequences": manifest["num_sequences"], "non_padding": round(packing["non_padding"], 6),
-        "cut_fraction": round(packing["cut"] / max(packing["pieces"], 1), 6),
+        "cut_fraction": round(packing["cut"] / max(packing["pieces"], 1), 6), "cut": packing["cut"],
+        "pieces": packing["pieces"], "padding_tokens": manifest["num_padding_tokens"], "seq_len": manifest["seq_len"],
         "eval_sequences": manifest["eval"]["num_sequences"], "mixture": manifest["mixture"],
         "tokens_by_domain": manifest["tokens_by_domain"],
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import posixpath
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -18,6 +19,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from jobs.spark import get_spark
 from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig, load_build
+from pipeline.errors import UserError
 from pipeline.ledger import Ledger
 
 CODE_VERSION = "1"
@@ -51,7 +53,8 @@ def input_hash(cfg: BuildConfig, job: str, sections: tuple[str, ...], upstream: 
     for name in upstream:
         committed = JobOutput(cfg.build.output, name).committed_hash()
         if committed is None:
-            raise RuntimeError(f"job {job!r} needs the output of {name!r}, which is not committed: run it first")
+            raise UserError(f"the {job} job needs the output of the {name} job, which is not committed under "
+                            f"{cfg.build.output}: run `rnj run {cfg.path or 'CONFIG'} --until {name}` first")
         parts.append(committed)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
@@ -153,10 +156,21 @@ def read_upstream_documents(spark: SparkSession, cfg: BuildConfig, job: str) -> 
 
 def job_main(name: str, description: str, run: Callable[..., JobResult], argv: list[str] | None = None) -> None:
     """Entry point of `python -m jobs.NAME` and `spark-submit jobs/NAME.py`."""
+    from jobs.progress import SparkProgress, ui_address
+    from jobs.registry import preflight
+
     args = job_parser(name, description).parse_args(argv)
-    cfg = load_build(args.config)
-    spark = get_spark(args.master, app_name=f"rnj-{name}")
-    result = run(spark, cfg, force=args.force)
+    try:
+        cfg = load_build(args.config)
+        for line in preflight(cfg, [name]):
+            print(line, flush=True)
+        spark = get_spark(args.master, app_name=f"rnj-{name}")
+        print(ui_address(spark), flush=True)
+        with SparkProgress(spark, name):
+            result = run(spark, cfg, force=args.force)
+    except UserError as err:  # a problem the user can fix: its message, no traceback (as the rnj CLI does)
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     print(describe(result))
 
 

@@ -7,19 +7,22 @@ Reads the upstream documents (ingest, plus traces when enabled) and writes `OUTP
 (the survivors, input schema), `clusters/` (id, cluster_id, round, kept), `report.json` and
 `_LEDGER.json`. One `mapInArrow` pass computes every document's features (exact key, MinHash signature,
 band keys, candidate line hashes); the rounds then shuffle those, never the text, until the last pass
-rewrites the survivors. docs/dedup.md describes the rounds and the report.
+reads the text once more and rewrites the survivors. No task ever holds a whole giant band bucket or
+cluster: buckets are split, clusters judged on a bounded sample. docs/dedup.md describes the rounds.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import tempfile
 from dataclasses import asdict
 
 import fsspec
 import numpy as np
 import pyarrow as pa
-from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark import AccumulatorParam, StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
@@ -33,12 +36,13 @@ from jobs.common import (
     write_parquet_table,
 )
 from pipeline.config import BuildConfig
-from pipeline.dedup.boilerplate import lines_with_hashes
+from pipeline.dedup.boilerplate import boilerplate_threshold
+from pipeline.dedup.clusters import agreement, components, judge_cluster_batch
 from pipeline.dedup.config import DedupConfig, NearConfig, SurvivorConfig
-from pipeline.dedup.decontaminate import EvalNgrams, empty_eval_ngrams, load_eval_ngrams
-from pipeline.dedup.features import FEATURE_COLUMNS, document_features, is_code
-from pipeline.dedup.minhash import optimal_bands, signature_jaccard
-from pipeline.dedup.rewrite import REWRITE_COLUMNS, rewrite_batch
+from pipeline.dedup.decontaminate import empty_eval_ngrams, load_eval_ngrams
+from pipeline.dedup.features import FEATURE_COLUMNS, binary_matrix, document_features
+from pipeline.dedup.local import bands_and_rows as _layout
+from pipeline.dedup.rewrite import REWRITE_COLUMNS, RewriteStats, rewrite_batch
 from pipeline.dedup.rounds import (
     BOILERPLATE,
     DECONTAMINATE,
@@ -55,7 +59,8 @@ from pipeline.ledger import Ledger
 JOB = "dedup"
 REPORT = "report.json"
 PASSTHROUGH = ("id", "source", "length", "quality")
-MAX_CC_ITERATIONS = 40
+SAMPLE_MEMBERS = 20
+"""Members listed per sample cluster in the report (the smallest ids: a bounded aggregate)."""
 
 
 def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
@@ -64,10 +69,8 @@ def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult
 
 
 def bands_and_rows(near: NearConfig) -> tuple[int, int]:
-    """The LSH layout: as configured, else derived from the threshold and the error weights."""
-    if near.bands is not None and near.rows is not None:
-        return near.bands, near.rows
-    return optimal_bands(near.threshold, near.num_perm, near.false_positive_weight, near.false_negative_weight)
+    """The LSH layout: as configured, else derived from the threshold and the recall target."""
+    return _layout(DedupConfig(near=near))
 
 
 # ---------------------------------------------------------------------------------------------- driver
@@ -79,78 +82,120 @@ def _dedup(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
     if not cfg.dedup.enabled:
         write_parquet_table(docs, f"{tmp}/documents", files)
         write_parquet_table(_empty_clusters(spark), f"{tmp}/clusters", 1)
-        ledger = _ledger(docs.select("source", F.lit(None).cast("string").alias("reason")))
+        ledger = _ledger_from_counts(docs.groupBy("source").count().collect(), {})
         _write_report(tmp, {"enabled": False, "input": ledger.read, "output": ledger.written})
         return ledger
-    result = dedup_documents(spark, docs, cfg.dedup)
+    checkpoints = f"{tmp}/_checkpoints"
+    result = dedup_documents(spark, docs, cfg.dedup, checkpoint_dir=checkpoints)
     try:
-        write_parquet_table(result.survivors, f"{tmp}/documents", files)
         write_parquet_table(result.clusters, f"{tmp}/clusters", files)
-        ledger = _ledger(result.outcomes)
+        write_parquet_table(result.survivors, f"{tmp}/documents", files)
+        result.finish()
+        ledger = _ledger_from_counts(result.source_counts, result.rewrite_drops)
         ledger.extra = {"rounds": {name: {k: v for k, v in r.items() if k in ("in", "out", "dropped")}
                                    for name, r in result.report["rounds"].items()}}
         _write_report(tmp, result.report)
     finally:
         result.release()
+        fs, path = fsspec.core.url_to_fs(checkpoints)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
     return ledger
 
 
 class DedupResult:
-    """What `dedup_documents` computed: lazy DataFrames (persisted where reused) plus the report."""
+    """What `dedup_documents` computed: lazy DataFrames (persisted where reused), the report so far, and
+    what the rewrite pass adds to it once `survivors` has been computed (`finish`)."""
 
-    def __init__(self, survivors, clusters, outcomes, report, persisted):
+    def __init__(self, survivors, rewritten, clusters, status, report, persisted, finish):
         self.survivors: DataFrame = survivors
+        self.rewritten: DataFrame = rewritten
         self.clusters: DataFrame = clusters
-        self.outcomes: DataFrame = outcomes
-        """(id, source, reason): every input document, reason null when kept."""
+        self.status: DataFrame = status
+        """(id, source, reason, cluster_id, round): the exact and near rounds' outcome for every input."""
         self.report: dict = report
+        self.source_counts: list = []
+        self.rewrite_drops: dict = {}
         self._persisted = persisted
+        self._finish = finish
+
+    def finish(self) -> None:
+        """Fold the rewrite pass's statistics into the report (call after `survivors` was computed)."""
+        self._finish(self)
+
+    @property
+    def outcomes(self) -> DataFrame:
+        """(id, source, reason) of every input document, reason null when kept. Recomputes the rewrite
+        pass: for tests and small inputs (the job takes the rewrite's drops from its statistics)."""
+        return self.status.where(F.col("reason").isNotNull()).select("id", "source", "reason").unionByName(
+            self.rewritten.select("id", "source", F.col("dedup_reason").alias("reason")))
 
     def release(self) -> None:
         for frame in self._persisted:
             frame.unpersist()
 
 
-def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig) -> DedupResult:
-    """All four rounds over `docs` (any DataFrame holding the document columns)."""
+def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
+                    checkpoint_dir: str | None = None) -> DedupResult:
+    """All four rounds over `docs` (any DataFrame holding the document columns). `checkpoint_dir` holds the
+    reliable checkpoints of distributed connected components (a temporary folder when None)."""
     bands, rows = bands_and_rows(cfg.near)
-    feats = _features(docs, cfg, bands, rows).persist(StorageLevel.MEMORY_AND_DISK)
-    # Persisted because each is read by several plans below: recomputing the exact window (a shuffle) in
-    # every one of them costs a Spark stage each time, which dominates on small inputs.
-    exact = _exact_round(feats, cfg).persist(StorageLevel.MEMORY_AND_DISK)  # id, exact_rep
-    survivors_feats = feats.select("id", "length", "quality", "signature", "bands").join(
-        exact.where(F.col("id") == F.col("exact_rep")).select("id"), "id").persist(StorageLevel.MEMORY_AND_DISK)
-    near, near_report, persisted = _near_round(survivors_feats, cfg, bands, rows)  # id, root, near_rep
-    status = _cluster_status(feats, exact, near).persist(StorageLevel.MEMORY_AND_DISK)
-    counts = {r["reason"]: r["count"] for r in status.groupBy("reason").count().collect()}
-    total = sum(counts.values())
-    after_exact = total - counts.get(EXACT_DUPLICATE, 0)
-    after_near = after_exact - counts.get(NEAR_DUPLICATE, 0)
+    feats = _exact_round(_features(docs, cfg, bands, rows), cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    alive = feats.where(F.col("id") == F.col("exact_rep"))
+    near, near_report, persisted = _near_round(alive, cfg, bands, rows, checkpoint_dir)
+    status = _cluster_status(feats, near).persist(StorageLevel.MEMORY_AND_DISK)
+
+    counts = status.groupBy("source", "reason").count().collect()
+    by_reason: dict = {}
+    for r in counts:
+        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["count"]
+    total = sum(by_reason.values())
+    after_exact = total - by_reason.get(EXACT_DUPLICATE, 0)
+    after_near = after_exact - by_reason.get(NEAR_DUPLICATE, 0)
     report: dict = {"input": total, "rounds": {
         EXACT: {"enabled": cfg.exact.enabled, "in": total, "out": after_exact, "dropped": total - after_exact},
         NEAR: {**near_report, "in": after_exact, "out": after_near, "dropped": after_exact - after_near},
     }}
     _add_cluster_reports(report, status, cfg.sample_clusters)
 
-    alive = status.where(F.col("reason").isNull()).select("id")
-    boilerplate, top_hashes = _boilerplate_lines(feats.join(alive, "id"), cfg)
+    boilerplate, top_hashes, threshold = _boilerplate_lines(status, cfg, after_near)
     eval_ngrams, eval_sets = (load_eval_ngrams(cfg.decontaminate) if cfg.decontaminate.enabled
                               else (empty_eval_ngrams(), []))
-    alive_docs = docs.join(alive, "id")
-    rewritten = alive_docs.mapInArrow(
-        _rewrite(cfg, boilerplate, eval_ngrams),
-        from_arrow_schema(_rewrite_schema(alive_docs)),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
-    _add_rewrite_reports(report, rewritten, cfg, boilerplate, top_hashes, alive_docs, eval_sets, after_near)
-
+    sc = spark.sparkContext
+    shared = sc.broadcast((boilerplate, top_hashes_array(top_hashes), eval_ngrams))
+    stats = sc.accumulator({}, _ByPartition())
+    kept_ids = status.where(F.col("reason").isNull()).select("id")
+    alive_docs = docs.join(kept_ids, "id")
+    rewritten = alive_docs.mapInArrow(_rewrite(cfg, shared, stats), from_arrow_schema(_rewrite_schema(alive_docs)))
     survivors = rewritten.where(F.col("dedup_reason").isNull()).select(*docs.columns)
-    outcomes = status.where(F.col("reason").isNotNull()).select("id", "source", "reason").unionByName(
-        rewritten.select("id", "source", F.col("dedup_reason").alias("reason")))
     clusters = status.where(F.col("cluster_id").isNotNull()).select(
         "id", "cluster_id", "round", F.col("reason").isNull().alias("kept"))
-    report["output"] = report["rounds"][DECONTAMINATE]["out"]
-    return DedupResult(survivors, clusters, outcomes, report,
-                       [feats, exact, survivors_feats, status, rewritten, *persisted])
+
+    def finish(result: DedupResult) -> None:
+        merged = RewriteStats.merge(stats.value.values())
+        _add_rewrite_reports(report, merged, cfg, len(boilerplate), threshold, top_hashes, eval_sets, after_near)
+        report["output"] = report["rounds"][DECONTAMINATE]["out"]
+        result.source_counts = counts
+        result.rewrite_drops = merged.dropped
+        shared.unpersist()
+
+    return DedupResult(survivors, rewritten, clusters, status, report, [feats, status, *persisted], finish)
+
+
+def top_hashes_array(top: list[tuple[int, int]]) -> np.ndarray:
+    return np.array([h for h, _ in top], dtype=np.int64).view(np.uint64)
+
+
+class _ByPartition(AccumulatorParam):
+    """{partition: statistics}: a retried or speculative task reports the same partition with the same
+    value, so merging by key counts every partition exactly once."""
+
+    def zero(self, value):
+        return {}
+
+    def addInPlace(self, value1, value2):
+        value1.update(value2)
+        return value1
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -186,112 +231,151 @@ def _features_fn(cfg: DedupConfig, bands: int, rows: int):
 # ---------------------------------------------------------------------------------------------- exact
 
 
-def _order(rule: str) -> list[Column]:
-    cols = []
+def _rank_struct(rule: str, with_centrality: bool) -> Column:
+    """A struct whose minimum is the survivor under `survivor_order(rule)` (nulls of a signal last)."""
+    parts = []
     for key in survivor_order(rule):
+        if key.column == "centrality" and not with_centrality:
+            continue
         col = F.col(key.column)
-        cols.append(col.desc_nulls_last() if key.descending else col.asc_nulls_last())
-    return cols
+        if key.column == "id":
+            parts.append(col.alias("k_id"))
+        else:
+            value = -col.cast("double") if key.descending else col.cast("double")
+            parts.append(F.coalesce(value, F.lit(float("inf"))).alias(f"k_{key.column}"))
+    return F.struct(*parts)
 
 
 def _exact_round(feats: DataFrame, cfg: DedupConfig) -> DataFrame:
-    """(id, exact_rep): each document's exact-duplicate survivor (itself when kept)."""
+    """`feats` plus exact_rep (the exact-duplicate survivor; itself when kept) and exact_size. A group-by
+    with partial aggregation, not a window: a million identical pages never meet in one task."""
     if not cfg.exact.enabled:
-        return feats.select("id", F.col("id").alias("exact_rep"))
-    ranked = Window.partitionBy("exact_key").orderBy(*_order(cfg.survivor.rule))
-    whole = ranked.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    return feats.select("id", F.first("id").over(whole).alias("exact_rep"))
+        return feats.withColumn("exact_rep", F.col("id")).withColumn("exact_size", F.lit(1).cast("long"))
+    reps = feats.groupBy("exact_key").agg(F.min(_rank_struct(cfg.survivor.rule, False)).alias("best"),
+                                          F.count("*").alias("exact_size"))
+    return feats.join(reps.select("exact_key", F.col("best.k_id").alias("exact_rep"), "exact_size"), "exact_key")
 
 
 # ---------------------------------------------------------------------------------------------- near
 
 
-def _near_round(feats: DataFrame, cfg: DedupConfig, bands: int,
-                rows: int) -> tuple[DataFrame, dict, list[DataFrame]]:
-    """(id, root, near_rep) for every document in a near-duplicate cluster of two or more, a report, and
-    the frames persisted on the way (released with the result)."""
+def _near_round(alive: DataFrame, cfg: DedupConfig, bands: int, rows: int,
+                checkpoint_dir: str | None) -> tuple[DataFrame, dict, list[DataFrame]]:
+    """(id, near_rep, near_others) for every exact survivor judged inside a near-duplicate cluster, a
+    report, and the frames persisted on the way. near_rep is the cluster's survivor, null for a member
+    not similar enough to it (kept, outside the cluster); near_others is set on the survivor's row."""
     near = cfg.near
+    verify = near.effective_verify_threshold if near.verify == "signature" else 0.0
     report = {"enabled": near.enabled, "bands": bands, "rows": rows, "num_perm": near.num_perm,
-              "threshold": near.threshold, "verify": near.verify,
-              "verify_threshold": near.effective_verify_threshold if near.verify == "signature" else None}
+              "threshold": near.threshold, "recall_jaccard": near.effective_recall_jaccard,
+              "target_recall": near.target_recall, "verify": near.verify,
+              "verify_threshold": verify if near.verify == "signature" else None}
+    empty = alive.sparkSession.createDataFrame([], "id string, near_rep string, near_others long")
     if not near.enabled:
-        return feats.sparkSession.createDataFrame([], "id string, root string, near_rep string"), report, []
-    scored = score_pairs(candidate_pairs(feats), feats).persist(StorageLevel.MEMORY_AND_DISK)
-    verified = F.col("jaccard") >= near.effective_verify_threshold if near.verify == "signature" else F.lit(True)
+        return empty, report, []
+    pairs, giant = candidate_pairs(alive, near.max_bucket_size)
+    scored = score_pairs(pairs, alive, near.num_perm).persist(StorageLevel.MEMORY_AND_DISK)
+    verified = F.col("jaccard") >= verify
     tally = scored.agg(F.count("*").alias("candidates"), F.sum(verified.cast("long")).alias("verified")).first()
     report["candidate_pairs"] = tally["candidates"]
     report["verified_pairs"] = tally["verified"] or 0
-    components, iterations, cc_frames = connected_components(scored.where(verified).select("a", "b"))
+    giant_rows = giant.orderBy(F.col("size").desc(), "band", "key").limit(10).collect()
+    report["split_buckets"] = {"max_bucket_size": near.max_bucket_size,
+                               "largest": [{"band": r["band"], "size": r["size"], "root": r["root"]}
+                                           for r in giant_rows]}
+    edges = scored.where(verified).select("a", "b")
+    if report["verified_pairs"] <= near.driver_max_edges:
+        comps, iterations = components_on_driver(edges), 0
+        report["components"] = "driver"
+    else:
+        comps, iterations = connected_components(edges, checkpoint_dir, report["verified_pairs"])
+        report["components"] = "distributed"
     report["cc_iterations"] = iterations
-    members = components.join(feats.select("id", "length", "quality"), "id")
-    ranked = Window.partitionBy("root").orderBy(*_order(cfg.survivor.rule))
-    whole = ranked.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    result = members.select("id", "root", F.first("id").over(whole).alias("near_rep"))
-    return result, report, [scored, *cc_frames]
+    judged = judge_clusters(comps, alive, cfg, verify)
+    return judged, report, [scored]
 
 
-def candidate_pairs(feats: DataFrame) -> DataFrame:
-    """(a, b) with b < a: every document linked to the smallest id of each band bucket it shares.
+def candidate_pairs(alive: DataFrame, max_bucket_size: int) -> tuple[DataFrame, DataFrame]:
+    """((a, b) with b < a: every document linked to the smallest id of each band bucket it shares, and the
+    buckets that were split). A bucket of n documents gives n - 1 pairs, never n^2. Buckets are counted
+    with a group-by (partial aggregation, so no task receives a whole bucket); one of more than
+    `max_bucket_size` members is split into sub-buckets by a hash of the id, each member linked to its
+    sub-bucket's smallest id and that one to the bucket's smallest: still n - 1 pairs, still connected."""
+    keyed = alive.select("id", F.posexplode("bands").alias("band", "key"))
+    buckets = keyed.groupBy("band", "key").agg(F.count("*").alias("size"), F.min("id").alias("root")).where(
+        F.col("size") >= 2)
+    linked = keyed.join(buckets, ["band", "key"])
+    plain = linked.where((F.col("size") <= max_bucket_size) & (F.col("id") != F.col("root"))).select(
+        F.col("id").alias("a"), F.col("root").alias("b"))
+    big = linked.where(F.col("size") > max_bucket_size).withColumn(
+        "shard", F.pmod(F.xxhash64("id"), F.ceil(F.col("size") / max_bucket_size)))
+    subs = big.groupBy("band", "key", "shard").agg(F.min("id").alias("sub_root"))
+    split = big.join(subs, ["band", "key", "shard"])
+    to_sub = split.where(F.col("id") != F.col("sub_root")).select(F.col("id").alias("a"), F.col("sub_root").alias("b"))
+    to_root = split.where(F.col("sub_root") != F.col("root")).select(
+        F.col("sub_root").alias("a"), F.col("root").alias("b"))
+    pairs = plain.unionByName(to_sub).unionByName(to_root).distinct()
+    return pairs, buckets.where(F.col("size") > max_bucket_size)
 
-    A bucket of n documents gives n - 1 pairs, never n^2: a 10,000-document bucket of one boilerplate
-    page costs 9,999 rows. Members of one bucket all end up in one component through its minimum.
-    """
-    keyed = feats.select("id", F.posexplode("bands").alias("band", "key"))
-    # A window, not a group-by joined back: one shuffle instead of three. Only buckets of two or more
-    # documents have a member other than their minimum, so single buckets give no pair.
-    bucket = Window.partitionBy("band", "key")
-    pairs = keyed.select("id", F.min("id").over(bucket).alias("root")).where(F.col("id") != F.col("root"))
-    return pairs.select(F.col("id").alias("a"), F.col("root").alias("b")).distinct()
 
-
-def score_pairs(pairs: DataFrame, feats: DataFrame) -> DataFrame:
+def score_pairs(pairs: DataFrame, feats: DataFrame, num_perm: int) -> DataFrame:
     """(a, b, jaccard): each pair with the share of signature slots its two documents agree on."""
     sig = feats.select("id", "signature")
     joined = (pairs.join(sig.withColumnRenamed("id", "a").withColumnRenamed("signature", "sig_a"), "a")
               .join(sig.withColumnRenamed("id", "b").withColumnRenamed("signature", "sig_b"), "b"))
     schema = from_arrow_schema(pa.schema([("a", pa.string()), ("b", pa.string()), ("jaccard", pa.float64())]))
-    return joined.select("a", "b", "sig_a", "sig_b").mapInArrow(_jaccard_fn(), schema)
+    return joined.select("a", "b", "sig_a", "sig_b").mapInArrow(_jaccard_fn(num_perm), schema)
 
 
-def _jaccard_fn():
+def _jaccard_fn(num_perm: int):
     def score(batches):
         for batch in batches:
-            left = _signature_matrix(batch.column("sig_a"))
-            right = _signature_matrix(batch.column("sig_b"))
-            jaccard = signature_jaccard(left, right) if len(left) else np.zeros(0)
-            yield pa.RecordBatch.from_arrays([batch.column("a"), batch.column("b"), pa.array(jaccard, pa.float64())],
+            left = binary_matrix(batch.column("sig_a"), np.uint32, num_perm)
+            right = binary_matrix(batch.column("sig_b"), np.uint32, num_perm)
+            yield pa.RecordBatch.from_arrays([batch.column("a"), batch.column("b"),
+                                              pa.array(agreement(left, right), pa.float64())],
                                              names=["a", "b", "jaccard"])
 
     return score
 
 
-def _signature_matrix(column: pa.Array) -> np.ndarray:
-    values = column.to_pylist()
-    if not values:
-        return np.zeros((0, 1), dtype=np.uint32)
-    return np.frombuffer(b"".join(values), dtype=np.uint32).reshape(len(values), -1)
+def components_on_driver(edges: DataFrame) -> DataFrame:
+    """(id, root) of every node of the graph, clustered on the driver with scipy (one Spark job)."""
+    spark = edges.sparkSession
+    table = edges.toArrow()
+    nodes = pa.chunked_array([table.column("a"), table.column("b")]).combine_chunks() if table.num_rows else \
+        pa.array([], pa.string())
+    names, index = np.unique(np.asarray(nodes.to_pylist(), dtype=object), return_inverse=True)
+    half = table.num_rows
+    labels = components(index[:half], index[half:], len(names))
+    frame = pa.table({"id": pa.array(names.tolist(), pa.string()), "root": pa.array(names[labels].tolist(), pa.string())})
+    return spark.createDataFrame(frame)
 
 
-def connected_components(edges: DataFrame,
-                         max_iterations: int = MAX_CC_ITERATIONS) -> tuple[DataFrame, int, list[DataFrame]]:
+def connected_components(edges: DataFrame, checkpoint_dir: str | None = None,
+                         edge_count: int | None = None) -> tuple[DataFrame, int]:
     """(id, root) for every node of the undirected graph `edges` (a, b); root is its component's smallest id.
 
     Large-star / small-star (Kiveris et al., "Connected Components in MapReduce and Beyond", 2014), in
-    DataFrame operations: each round reshuffles edges only, never collects them; O(log n) rounds. Stops
-    when the edges form stars: every child has one parent and no parent is a child. Also returns the
-    iterations and the persisted frame (to release after use).
+    DataFrame operations: each round reshuffles edges only, never collects them. Each round is written as
+    a reliable checkpoint under `checkpoint_dir` (so a lost executor costs a round, not the lineage of all
+    of them) and the rounds are capped at ceil(log2(edges))^2 + 4, the algorithm's proven bound, with room:
+    in practice it converges in O(log n) rounds.
     """
-    # A lazy local checkpoint per round keeps the plan one round deep; the convergence test computes it.
+    spark = edges.sparkSession
+    spark.sparkContext.setCheckpointDir(checkpoint_dir or tempfile.mkdtemp(prefix="rnj-dedup-cc-"))
+    count = edge_count if edge_count is not None else edges.count()
+    cap = math.ceil(math.log2(count + 2)) ** 2 + 4
     e = edges.select(F.greatest("a", "b").alias("src"), F.least("a", "b").alias("dst")).where(
-        F.col("src") != F.col("dst")).distinct().localCheckpoint(eager=False)
+        F.col("src") != F.col("dst")).distinct().checkpoint(eager=True)
     iteration = 0
     while not _is_star_forest(e):
         iteration += 1
-        if iteration > max_iterations:
-            raise RuntimeError(f"connected components did not converge in {max_iterations} rounds")
-        e = _small_star(_large_star(e)).localCheckpoint(eager=False)
+        if iteration > cap:
+            raise RuntimeError(f"connected components did not converge in {cap} rounds for {count} edges")
+        e = _small_star(_large_star(e)).checkpoint(eager=True)
     roots = e.select(F.col("dst").alias("id"), F.col("dst").alias("root")).distinct()
-    return e.select(F.col("src").alias("id"), F.col("dst").alias("root")).unionByName(roots), iteration, []
+    return e.select(F.col("src").alias("id"), F.col("dst").alias("root")).unionByName(roots), iteration
 
 
 def _large_star(e: DataFrame) -> DataFrame:
@@ -319,72 +403,110 @@ def _is_star_forest(e: DataFrame) -> bool:
     return roles.where((F.col("c") > 1) | ((F.col("c") >= 1) & (F.col("p") == 1))).limit(1).count() == 0
 
 
+def judge_clusters(comps: DataFrame, alive: DataFrame, cfg: DedupConfig, verify: float) -> DataFrame:
+    """(id, near_rep, near_others) per component member.
+
+    Each component's survivor is chosen by `survivor.rule` among its members (a deterministic sample of
+    about `survivor.max_exact_members` in a larger one: by a hash of the id), all of a component's judged
+    members in one task (hash-partitioned by root, one Python call per partition, not per cluster). Every
+    member is then compared with its survivor; one below the verification threshold leaves the cluster."""
+    cap = cfg.survivor.max_exact_members
+    sizes = comps.groupBy("root").agg(F.count("*").alias("size"))
+    members = comps.join(sizes, "root").join(alive.select("id", "signature", "quality", "length"), "id")
+    sampled = (F.col("size") <= cap) | (F.pmod(F.xxhash64("id"), F.col("size")) < cap)
+    schema = pa.schema([("root", pa.string()), ("id", pa.string()), ("centrality", pa.int64()),
+                        ("survivor", pa.string()), ("survivor_signature", pa.binary())])
+    picks = members.where(sampled).select("root", "id", "signature", "quality", "length").repartition(
+        "root").mapInArrow(_judge_fn(cfg.survivor.rule, cfg.near.num_perm), from_arrow_schema(schema))
+    survivors = picks.select("root", "survivor", "survivor_signature").distinct()
+    compared = members.select("id", "root", "signature").join(survivors, "root").mapInArrow(
+        _attach_fn(cfg.near.num_perm, verify), "id string, root string, survivor string, attached boolean")
+    others = compared.where(F.col("attached") & (F.col("id") != F.col("survivor"))).groupBy("survivor").agg(
+        F.count("*").alias("near_others"))
+    judged = compared.join(others.withColumnRenamed("survivor", "id"), "id", "left").select(
+        "id", F.when(F.col("attached"), F.col("survivor")).alias("near_rep"),
+        F.when(F.col("id") == F.col("survivor"), F.coalesce("near_others", F.lit(0))).alias("near_others"))
+    return judged
+
+
+def _judge_fn(rule: str, num_perm: int):
+    def judge(batches):
+        table = pa.Table.from_batches(list(batches))
+        if table.num_rows:
+            yield judge_cluster_batch(table.combine_chunks().to_batches()[0], rule, num_perm)
+
+    return judge
+
+
+def _attach_fn(num_perm: int, verify: float):
+    def attach(batches):
+        for batch in batches:
+            own = binary_matrix(batch.column("signature"), np.uint32, num_perm)
+            theirs = binary_matrix(batch.column("survivor_signature"), np.uint32, num_perm)
+            ids, survivors = batch.column("id"), batch.column("survivor")
+            same = np.asarray(pa.compute.equal(ids, survivors).to_numpy(zero_copy_only=False), dtype=bool)
+            attached = same | (agreement(own, theirs) >= verify)
+            yield pa.RecordBatch.from_arrays([ids, batch.column("root"), survivors, pa.array(attached)],
+                                             names=["id", "root", "survivor", "attached"])
+
+    return attach
+
+
 # ---------------------------------------------------------------------------------------------- clusters
 
 
-def _cluster_status(feats: DataFrame, exact: DataFrame, near: DataFrame) -> DataFrame:
-    """Per input document: source, reason (exact/near drop or null), cluster_id, round.
+def _cluster_status(feats: DataFrame, near: DataFrame) -> DataFrame:
+    """Per input document: id, source, reason (exact/near drop or null), cluster_id (the id of the cluster's
+    kept document), round, and the line hashes of the candidate boilerplate lines.
 
-    A document's cluster is its exact survivor's near-duplicate component (or its exact group); the id of a
-    cluster is the smallest id among all its members, exact copies included.
-    """
-    base = feats.select("id", "source").join(exact, "id")
-    rep_near = near.select(F.col("id").alias("exact_rep"), F.col("root"), F.col("near_rep"))
-    rows = base.join(rep_near, "exact_rep", "left")
-    group = F.coalesce(F.col("root"), F.col("exact_rep"))
-    cluster = Window.partitionBy(group)
-    size = F.count("*").over(cluster)
-    reason = (F.when(F.col("id") != F.col("exact_rep"), F.lit(EXACT_DUPLICATE))
-              .when(F.col("near_rep").isNotNull() & (F.col("id") != F.col("near_rep")), F.lit(NEAR_DUPLICATE)))
-    round_ = (F.when(F.col("id") != F.col("exact_rep"), F.lit(EXACT))
-              .when(F.col("root").isNotNull(), F.lit(NEAR)).otherwise(F.lit(EXACT)))
-    return rows.select(
-        "id", "source", reason.alias("reason"),
-        F.when(size > 1, F.min("id").over(cluster)).alias("cluster_id"),
-        F.when(size > 1, round_).alias("round"),
-        size.alias("cluster_size"),
-    )
+    A document's cluster is its exact survivor's near-duplicate cluster, or its exact group alone."""
+    rows = feats.select("id", "source", "exact_rep", "exact_size", "line_hashes").join(
+        near.withColumnRenamed("id", "exact_rep"), "exact_rep", "left")
+    final = F.coalesce(F.col("near_rep"), F.col("exact_rep"))
+    exact_copy = F.col("id") != F.col("exact_rep")
+    near_member = F.col("near_rep").isNotNull() & ((final != F.col("id")) | (F.coalesce("near_others", F.lit(0)) > 0))
+    reason = F.when(exact_copy, F.lit(EXACT_DUPLICATE)).when(final != F.col("id"), F.lit(NEAR_DUPLICATE))
+    clustered = exact_copy | (final != F.col("id")) | (F.col("exact_size") > 1) | near_member
+    round_ = F.when(exact_copy, F.lit(EXACT)).when(near_member, F.lit(NEAR)).otherwise(F.lit(EXACT))
+    return rows.select("id", "source", reason.alias("reason"), F.when(clustered, final).alias("cluster_id"),
+                       F.when(clustered, round_).alias("round"), "line_hashes")
 
 
 def _add_cluster_reports(report: dict, status: DataFrame, sample: int) -> None:
-    """Per round: clusters, their size histogram and the largest few with members (two small jobs).
-
-    A cluster belongs to the near round when any member joined it through near-duplicate search, else to
-    the exact round."""
+    """Per round: clusters, their size histogram and the largest few with their smallest member ids."""
     clusters = status.where(F.col("cluster_id").isNotNull()).groupBy("cluster_id").agg(
-        F.count("*").alias("size"),
-        F.max((F.col("round") == NEAR).cast("int")).alias("near"),
-        F.min(F.when(F.col("reason").isNull(), F.col("id"))).alias("kept"),
-        F.slice(F.array_sort(F.collect_list("id")), 1, 20).alias("members"),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+        F.count("*").alias("size"), F.max((F.col("round") == NEAR).cast("int")).alias("near"),
+        F.min_by("id", "id", SAMPLE_MEMBERS).alias("members"))
     histogram = clusters.groupBy("near", "size").count().collect()
-    top = Window.partitionBy("near").orderBy(F.col("size").desc(), "cluster_id")
-    samples = clusters.withColumn("rank", F.row_number().over(top)).where(F.col("rank") <= sample).collect()
+    top = clusters.groupBy("near").agg(
+        F.min_by(F.struct("cluster_id", "size", "members"), F.struct(-F.col("size"), F.col("cluster_id")),
+                 max(sample, 1)).alias("top")).collect()
     for name, flag in ((EXACT, 0), (NEAR, 1)):
         sizes = {r["size"]: r["count"] for r in histogram if r["near"] == flag}
-        chosen = sorted((r for r in samples if r["near"] == flag), key=lambda r: r["rank"])
+        chosen = next((r["top"] for r in top if r["near"] == flag), [])[:sample]
         round_report = report["rounds"][name]
         round_report["clusters"] = sum(sizes.values())
         round_report["cluster_sizes"] = size_histogram(sizes)
+        round_report["cluster_size_counts"] = {str(k): sizes[k] for k in sorted(sizes)}
         round_report["sample_clusters"] = [
-            {"cluster_id": r["cluster_id"], "size": r["size"], "kept": r["kept"], "members": list(r["members"])}
-            for r in chosen
-        ]
-    clusters.unpersist()
+            {"cluster_id": c["cluster_id"], "size": c["size"], "kept": c["cluster_id"], "members": sorted(c["members"])}
+            for c in chosen]
 
 
 # ---------------------------------------------------------------------------------------------- rewrite
 
 
-def _boilerplate_lines(alive_feats: DataFrame, cfg: DedupConfig) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """(sorted uint64 hashes of lines in more than max_documents documents, top (hash, documents))."""
+def _boilerplate_lines(status: DataFrame, cfg: DedupConfig,
+                       alive: int) -> tuple[np.ndarray, list[tuple[int, int]], int]:
+    """(sorted uint64 hashes of boilerplate lines, top (hash, documents), the document threshold)."""
+    threshold = boilerplate_threshold(cfg.boilerplate, alive)
     if not cfg.boilerplate.enabled:
-        return np.zeros(0, np.uint64), []
-    counts = (alive_feats.select(F.explode("line_hashes").alias("h")).groupBy("h").count()
-              .where(F.col("count") > cfg.boilerplate.max_documents))
+        return np.zeros(0, np.uint64), [], threshold
+    counts = (status.where(F.col("reason").isNull()).select(F.explode("line_hashes").alias("h"))
+              .groupBy("h").count().where(F.col("count") > threshold))
     rows = sorted(((r["h"], r["count"]) for r in counts.collect()), key=lambda x: (-x[1], x[0]))
     hashes = np.unique(np.array([h for h, _ in rows], dtype=np.int64).view(np.uint64))
-    return hashes, rows[: cfg.boilerplate.report_top]
+    return hashes, rows[: cfg.boilerplate.report_top], threshold
 
 
 def _rewrite_schema(alive_docs: DataFrame) -> pa.Schema:
@@ -392,32 +514,31 @@ def _rewrite_schema(alive_docs: DataFrame) -> pa.Schema:
     return pa.schema(list(base) + REWRITE_COLUMNS)
 
 
-def _rewrite(cfg: DedupConfig, boilerplate: np.ndarray, eval_ngrams: EvalNgrams):
+def _rewrite(cfg: DedupConfig, shared, stats):
     def rewrite(batches):
+        from pyspark import TaskContext
+
+        boilerplate, top, eval_ngrams = shared.value
+        partition = RewriteStats()
         for batch in batches:
-            yield rewrite_batch(batch, cfg, boilerplate, eval_ngrams)
+            out = rewrite_batch(batch, cfg, boilerplate, eval_ngrams, top, partition)
+            yield out
+        stats.add({TaskContext.get().partitionId(): partition})
 
     return rewrite
 
 
-def _add_rewrite_reports(report, rewritten, cfg, boilerplate, top_hashes, alive_docs, eval_sets, alive):
-    stats = rewritten.groupBy("dedup_reason").agg(
-        F.count("*").alias("docs"), F.sum(F.when(F.col("lines_removed") > 0, 1).otherwise(0)).alias("edited"),
-        F.sum("lines_removed").alias("lines"), F.sum(F.when(F.col("spans_removed") > 0, 1).otherwise(0)).alias("hit"),
-        F.sum("spans_removed").alias("spans"),
-        F.slice(F.array_sort(F.collect_list(F.when(F.col("dedup_reason") == REASONS[DECONTAMINATE], F.col("id")))),
-                1, 10).alias("sample"),
-    ).collect()
-    by_reason = {r["dedup_reason"]: r for r in stats}
-    too_short = by_reason.get(REASONS[BOILERPLATE])
-    contaminated = by_reason.get(REASONS[DECONTAMINATE])
-    dropped_short = too_short["docs"] if too_short else 0
-    dropped_contaminated = contaminated["docs"] if contaminated else 0
+def _add_rewrite_reports(report, stats: RewriteStats, cfg, boilerplate_lines, threshold, top_hashes, eval_sets,
+                         alive):
+    dropped_short = sum(v for (s, r), v in stats.dropped.items() if r == REASONS[BOILERPLATE])
+    dropped_contaminated = sum(v for (s, r), v in stats.dropped.items() if r == REASONS[DECONTAMINATE])
     report["rounds"][BOILERPLATE] = {
         "enabled": cfg.boilerplate.enabled, "in": alive, "out": alive - dropped_short, "dropped": dropped_short,
-        "max_documents": cfg.boilerplate.max_documents, "boilerplate_lines": len(boilerplate),
-        "documents_edited": sum(r["edited"] or 0 for r in stats), "lines_removed": sum(r["lines"] or 0 for r in stats),
-        "top_lines": _top_lines(alive_docs, cfg, top_hashes),
+        "max_documents": threshold, "max_documents_per_million": cfg.boilerplate.max_documents_per_million,
+        "min_documents": cfg.boilerplate.min_documents, "boilerplate_lines": boilerplate_lines,
+        "documents_edited": stats.edited, "lines_removed": stats.lines,
+        "share_of_documents_edited": round(stats.edited / alive, 6) if alive else 0.0,
+        "top_lines": [{"line": stats.top_lines.get(h, ""), "documents": count} for h, count in top_hashes],
     }
     after = alive - dropped_short
     report["rounds"][DECONTAMINATE] = {
@@ -425,41 +546,28 @@ def _add_rewrite_reports(report, rewritten, cfg, boilerplate, top_hashes, alive_
         "dropped": dropped_contaminated, "action": cfg.decontaminate.action, "ngram": cfg.decontaminate.ngram,
         "min_item_fraction": cfg.decontaminate.min_item_fraction,
         "eval_sets": [asdict(s) for s in eval_sets],
-        "matched_documents": sum(r["hit"] or 0 for r in stats), "spans_removed": sum(r["spans"] or 0 for r in stats)
-        if cfg.decontaminate.action == "remove_span" else 0,
-        "sample_dropped": list(contaminated["sample"]) if contaminated else [],
+        "matched_documents": stats.hit, "spans_removed": stats.spans if cfg.decontaminate.action == "remove_span" else 0,
+        "sample_dropped": stats.contaminated_sample,
     }
-
-
-def _top_lines(alive_docs: DataFrame, cfg: DedupConfig, top: list[tuple[int, int]]) -> list[dict]:
-    """The text of the most frequent boilerplate lines (one more small pass over the survivors)."""
-    if not top:
-        return []
-    wanted = np.array([h for h, _ in top], dtype=np.int64).view(np.uint64)
-    code_domains = cfg.near.code_domains
-    boiler_cfg = cfg.boilerplate
-
-    def find(batches):
-        for batch in batches:
-            code = is_code(batch.column("domain"), code_domains)
-            found = lines_with_hashes(batch.column("text"), code, wanted, boiler_cfg)
-            yield pa.RecordBatch.from_arrays([pa.array([h for h, _ in found], pa.int64()),
-                                              pa.array([t for _, t in found], pa.string())], names=["h", "line"])
-
-    lines = alive_docs.select("text", "domain").mapInArrow(find, "h long, line string")
-    texts = {r["h"]: r["line"] for r in lines.groupBy("h").agg(F.min("line").alias("line")).collect()}
-    return [{"line": texts.get(h, ""), "documents": count} for h, count in top]
 
 
 # ---------------------------------------------------------------------------------------------- outputs
 
 
-def _ledger(outcomes: DataFrame) -> Ledger:
+def _ledger_from_counts(counts, late: dict) -> Ledger:
+    """The ledger: (source, reason, count) rows of the exact/near outcome, the rewrite's drops moved from
+    written to their reason."""
     ledger = Ledger(job=JOB)
-    counts = outcomes.groupBy("source", "reason").count().collect()
-    for row in sorted(counts, key=lambda r: (r["source"], r["reason"] or "")):
-        outcome = "written" if row["reason"] is None else "dropped"
-        ledger.add(row["source"], outcome, row["reason"], row["count"])
+    table: dict[tuple[str, str | None], int] = {}
+    for row in counts:
+        reason = row.asDict().get("reason")
+        table[(row["source"], reason)] = table.get((row["source"], reason), 0) + row["count"]
+    for (source, reason), n in late.items():
+        table[(source, None)] = table.get((source, None), 0) - n
+        table[(source, reason)] = table.get((source, reason), 0) + n
+    for (source, reason), n in sorted(table.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+        if n:
+            ledger.add(source, "written" if reason is None else "dropped", reason, n)
     return ledger
 
 

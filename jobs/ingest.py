@@ -9,6 +9,8 @@ reason, raw) and `_LEDGER.json`. Files are the unit of parallelism: the driver l
 
 from __future__ import annotations
 
+import hashlib
+
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -16,20 +18,28 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from jobs.common import JobResult, input_hash, job_main, run_job, write_parquet_table
 from pipeline.config import BuildConfig, IngestConfig, SourceConfig
 from pipeline.documents import DOCUMENT_COLUMNS
+from pipeline.errors import UserError
 from pipeline.ingest import INGEST_SCHEMA, OK, QUARANTINED, ingest_file
-from pipeline.io.readers import list_source_files
+from pipeline.io.listing import SourceFile, check_sources, listing_digest
 from pipeline.ledger import Ledger
 
 JOB = "ingest"
 
 
 def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
-    digest = input_hash(cfg, JOB, ("sources", "ingest"), upstream=())
-    return run_job(cfg, JOB, digest, lambda tmp: _ingest(spark, cfg, tmp), force=force)
+    listing = check_sources(cfg)
+    # The listing's sizes and versions (mtime, generation, etag) are part of the hash: new bytes under an
+    # old name are new input.
+    digest = hashlib.sha256(
+        f"{input_hash(cfg, JOB, ('sources', 'ingest'), upstream=())}\n{listing_digest(listing)}".encode()
+    ).hexdigest()
+    return run_job(cfg, JOB, digest, lambda tmp: _ingest(spark, cfg, listing, tmp), force=force)
 
 
-def _ingest(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
-    tasks = [(source.name, uri) for source in cfg.sources for uri in list_source_files(source)]
+def _ingest(spark: SparkSession, cfg: BuildConfig, listing: dict[str, list[SourceFile]], tmp: str) -> Ledger:
+    tasks = [(source.name, f.uri) for source in cfg.sources for f in listing[source.name]]
+    if not tasks:
+        raise UserError(f"{cfg.path}: every source is optional and none has a file: nothing to ingest")
     files = spark.createDataFrame(tasks, "source string, uri string")
     files = files.repartition(max(1, min(len(tasks), spark.sparkContext.defaultParallelism * 4)))
     sources = {source.name: source for source in cfg.sources}
@@ -37,6 +47,7 @@ def _ingest(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
     rows = _resolve_duplicate_ids(rows).persist()
     try:
         ledger = _count(rows)
+        _check_records(cfg, ledger)
         documents = rows.where(F.col("status") == OK).select(*DOCUMENT_COLUMNS)
         write_parquet_table(documents, f"{tmp}/documents", cfg.build.output_files)
         quarantine = rows.where(F.col("status") == QUARANTINED).select("id", "source", "uri", "reason", "raw")
@@ -74,6 +85,14 @@ def _count(rows: DataFrame) -> Ledger:
         outcome = "written" if row["status"] == OK else "quarantined"
         ledger.add(row["source"], outcome, row["reason"], row["count"])
     return ledger
+
+
+def _check_records(cfg: BuildConfig, ledger: Ledger) -> None:
+    """A source whose files hold no record at all (blank lines only, say) is as wrong as a missing one."""
+    for source in cfg.sources:
+        if not source.optional and not ledger.by_source.get(source.name, {}).get("read"):
+            raise UserError(f"source {source.name!r} ({cfg.path}): its files at {source.uri} hold no record: "
+                            "fix its uri, or mark the source `optional = true` if it may be empty")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -78,6 +78,9 @@ class SourceConfig:
     """For `files`: file name patterns to read (e.g. "*.py"); empty means every file."""
     meta: dict[str, str] = field(default_factory=dict)
     """Extra key/values copied into every document's meta."""
+    optional: bool = False
+    """A source that may be missing or empty (a feed that is sometimes absent). Otherwise a source that
+    yields no file or no record stops the build, naming the source and its URI."""
 
     def __post_init__(self) -> None:
         require(bool(self.name) and "/" not in self.name, f"source name {self.name!r} must be non-empty, no '/'")

@@ -106,6 +106,9 @@ class PhaseConfig:
     tokens are exactly (1 - pack_slack) of the budget."""
     eval_sequences: int = 2
     """Held-out sequences for the trainer's per-phase evaluation loss (documents never trained on)."""
+    max_eval_fraction: float = 0.1
+    """A bucket never gives more than this share of its tokens to the held-out set (whatever
+    eval_sequences asks), so a small bucket keeps most of its documents for training."""
     length_bias: float = 0.0
     """Prefer long documents when a bucket is sampled: weight ~ tokens ** length_bias (0 = uniform)."""
     repo_document_tokens: int = 0
@@ -134,6 +137,7 @@ class PhaseConfig:
                 f"phase {self.name!r}: max_epochs_by_source values must be positive")
         require(0 <= self.pack_slack < 0.5, f"phase {self.name!r}: pack_slack must lie in [0, 0.5)")
         require(self.eval_sequences >= 0, f"phase {self.name!r}: eval_sequences must be >= 0")
+        require(0 <= self.max_eval_fraction < 1, f"phase {self.name!r}: max_eval_fraction must lie in [0, 1)")
         require(self.length_bias >= 0, f"phase {self.name!r}: length_bias must be >= 0")
         require(self.repo_document_tokens >= 0, f"phase {self.name!r}: repo_document_tokens must be >= 0")
         require(self.lr_start >= 0 and (self.lr_end is None or self.lr_end >= 0),
@@ -246,9 +250,14 @@ def _fields(obj, skip: tuple[str, ...] = ()) -> dict:
 def phase_fingerprint(stage: StageConfig, phase: PhaseConfig, seed: int) -> str:
     """Hash of everything that decides a phase's shards given the same upstream data: the phase's
     parameters, its stage's (without the other phases) and the seed. Written as the manifest's
-    `build_hash`; the trainer recomputes it from the build file and refuses shards that differ."""
-    return _digest({"stage": _fields(stage, skip=("phases",)), "phase": _fields(phase, skip=LR_FIELDS),
-                    "seed": seed})
+    `build_hash`; the trainer recomputes it from the build file and refuses shards that differ.
+
+    An SFT phase's inputs count by their names only: where the files lie (`sft_uris`' values, often under
+    the build's own output) is not a parameter, so the same data built in two places hashes the same; their
+    content is part of the build job's input hash instead."""
+    fields = _fields(phase, skip=LR_FIELDS)
+    fields["sft_uris"] = sorted(phase.sft_uris)
+    return _digest({"stage": _fields(stage, skip=("phases",)), "phase": fields, "seed": seed})
 
 
 LR_FIELDS = ("lr_shape", "lr_start", "lr_end", "lr_warmup_steps")

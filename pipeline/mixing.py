@@ -5,7 +5,8 @@ conversation, already framed by the chat template, costs its `num_tokens`. A pha
 `content_tokens(stage, phase)` slots exactly: the budget less the padding slack.
 
 1. Buckets: each document falls in at most one bucket of the phase (`PhaseConfig.bucket_of`).
-2. Held out first: in each bucket, documents in selection-key order up to the bucket's eval share.
+2. Held out first: in each bucket, the longest prefix of documents in selection-key order that fits the
+   bucket's eval share (`eval_targets`: never more than `max_eval_fraction` of the bucket's tokens).
 3. `plan_phase`: each bucket's share of the content, in exact integers (largest remainder), becomes
    `epochs` full passes over its remaining supply plus a `remainder` of tokens; a share beyond the epoch
    cap fails naming the bucket, or is redistributed when the phase says so.
@@ -29,14 +30,13 @@ from dataclasses import dataclass
 
 from pipeline.curriculum import PhaseConfig, StageConfig
 from pipeline.documents import DOMAINS
+from pipeline.errors import UserError
 
 FRAMING_TOKENS = 2
 """`<bos>` and `<eos>` added around every pretraining document."""
-MAX_EVAL_FRACTION = 0.1
-"""A bucket never gives more than this share of its tokens to the held-out set."""
 
 
-class MixtureError(ValueError):
+class MixtureError(UserError, ValueError):
     """A phase's mixture cannot be met: the message names the phase, the bucket and what to change."""
 
 
@@ -49,14 +49,25 @@ def unit_hash(*parts) -> float:
 
 
 def selection_key(seed: int, phase: str, doc_id: str, cost: int, length_bias: float) -> float:
-    """Position in [0, 1) of a document in its bucket's sampling order (smaller is taken first).
+    """Position in (0, 1) of a document in its bucket's sampling order (smaller is taken first).
 
     Weighted sampling without replacement (Efraimidis-Spirakis): with weight w = cost ** length_bias the
-    key -ln(u)/w ranks long documents earlier when length_bias > 0; mapped into [0, 1) by 1 - exp(-k).
+    exponential race k = -ln(1 - u) / w ranks long documents earlier when length_bias > 0. Any increasing
+    map of k gives the same order; the one used spreads the keys over [0, 1), so that the KEY_BINS bins
+    that split the work stay balanced: u itself when length_bias is 0 (uniform), else a logistic curve of
+    ln k (with w in the thousands, 1 - exp(-k) would put nearly every document in the first bin).
     """
     u = unit_hash(seed, phase, "select", doc_id)
-    weight = max(cost, 1) ** length_bias
-    return -math.expm1(math.log1p(-u) / weight) if u > 0 else 0.0
+    if length_bias == 0 or u == 0:
+        return u
+    log_k = math.log(-math.log1p(-u)) - length_bias * math.log(max(cost, 1))
+    return 1.0 / (1.0 + math.exp(-(log_k - LOG_KEY_CENTRE) / LOG_KEY_SCALE))
+
+
+LOG_KEY_CENTRE = -12.0
+LOG_KEY_SCALE = 4.0
+"""ln k of long-biased keys spans about [-35, 3] (u from 2**-53, weights up to ~1e13); centre and scale put
+that range inside (0.003, 0.98) of the logistic curve."""
 
 
 # --- exact integer allocation -----------------------------------------------------------------------------
@@ -81,10 +92,11 @@ def content_tokens(stage: StageConfig, phase: PhaseConfig) -> int:
 
 
 def eval_targets(stage: StageConfig, phase: PhaseConfig, totals: dict[str, int]) -> dict[str, int]:
-    """Held-out tokens per bucket: `eval_sequences` worth, by weight, at most MAX_EVAL_FRACTION of each."""
+    """Most held-out tokens per bucket: `eval_sequences` worth, by weight, at most the phase's
+    `max_eval_fraction` of each bucket's tokens."""
     want = int(phase.eval_sequences * stage.seq_len * (1 - phase.pack_slack))
     shares = allocate(want, phase.target_weights())
-    return {k: min(v, int(totals.get(k, 0) * MAX_EVAL_FRACTION)) for k, v in shares.items()}
+    return {k: min(v, int(totals.get(k, 0) * phase.max_eval_fraction)) for k, v in shares.items()}
 
 
 def bucket_caps(phase: PhaseConfig, sources_by_bucket: dict[str, Iterable[str]]) -> dict[str, float]:
@@ -118,14 +130,40 @@ def bin_offsets(bin_costs: dict[tuple, int]) -> dict[tuple, int]:
     return offsets
 
 
-def held_out_until(bin_costs: dict[tuple[str, int], int], targets: dict[str, int]) -> dict[str, int]:
-    """Per bucket, where training starts: whole key bins are held out, in order, until the bucket's eval
-    target is reached (so the split needs no second pass over the documents)."""
-    until: dict[str, int] = {}
-    for (bucket, _), cost in sorted(bin_costs.items()):
-        if until.get(bucket, 0) < targets.get(bucket, 0):
-            until[bucket] = until.get(bucket, 0) + cost
-    return until
+@dataclass(frozen=True)
+class EvalCut:
+    """Where a bucket's held-out prefix ends, from per-bin sums: every bin before `bin` is held out whole
+    (`before` tokens); inside `bin`, documents in key order are held out while they fit in `room` tokens."""
+
+    bin: int
+    before: int
+    room: int
+
+
+def eval_cuts(bin_costs: dict[tuple[str, int], int], targets: dict[str, int]) -> dict[str, EvalCut]:
+    """Per bucket with a positive target: the key bin its held-out limit falls in (a target is below the
+    bucket's total, so there is one). Only the documents of that bin need to be looked at one by one
+    (`held_out_prefix`) to place the split exactly."""
+    cuts: dict[str, EvalCut] = {}
+    offsets = bin_offsets(bin_costs)
+    for (bucket, b), cost in sorted(bin_costs.items()):
+        limit = targets.get(bucket, 0)
+        if limit <= 0 or bucket in cuts:
+            continue
+        before = offsets[(bucket, b)]
+        if before + cost > limit:
+            cuts[bucket] = EvalCut(b, before, limit - before)
+    return cuts
+
+
+def held_out_prefix(costs_in_key_order: Iterable[int], room: int) -> int:
+    """Tokens of the longest prefix of a bin's documents (in key order) that fits in `room`."""
+    used = 0
+    for cost in costs_in_key_order:
+        if used + cost > room:
+            break
+        used += cost
+    return used
 
 
 # --- the plan ---------------------------------------------------------------------------------------------

@@ -6,13 +6,16 @@ import os
 import shlex
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from jobs.registry import JOB_ORDER
 from rnj.dedup_cmd import dedup_group
+from rnj.errors import EXIT_USER_ERROR, user_message
 from rnj.grade_cmd import grade_group
 from rnj.model_cmd import convert_group, model_group
 from rnj.report_cmd import report_command
@@ -23,9 +26,39 @@ from rnj.traces_cmd import traces_group
 console = Console()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
-    """rnj: data pipeline, curriculum builder and trainer for an Rnj-1-style model."""
+class RnjGroup(click.Group):
+    """The top-level group: a user error raised by any command (pipeline.errors.UserError and the other
+    kinds rnj.errors knows, or a SystemExit with a message) is printed as its message, exit code 2, without
+    a traceback unless --debug."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except SystemExit as done:  # `raise SystemExit("message")`, a script's way to stop on a user error
+            if not isinstance(done.code, str):
+                raise
+            click.echo(f"Error: {done.code}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except Exception as err:
+            message = user_message(err)
+            if message is None:
+                raise
+            if ctx.params.get("debug"):
+                traceback.print_exception(err)
+            click.echo(f"Error: {message}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+
+
+@click.group(cls=RnjGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, envvar="RNJ_DEBUG",
+              help="show the Python traceback of user errors too (also RNJ_DEBUG=1)")
+def main(debug: bool) -> None:
+    """rnj: data pipeline, curriculum builder and trainer for an Rnj-1-style model.
+
+    A problem you can fix (a bad build file, a missing source, a step not run yet) is reported in one or two
+    lines with exit code 2; --debug adds the traceback."""
 
 
 @main.command()
@@ -51,37 +84,54 @@ def sample(out: str, max_docs: int, max_bytes: int, seed: int) -> None:
     console.print(table)
 
 
-@main.command()
+JOB_NAMES = ", ".join(JOB_ORDER)
+
+
+@main.command(help=f"""Run the build's jobs in order in one SparkSession, then print their ledgers.
+
+The jobs, in order: {JOB_NAMES}. Sources are listed and checked before Spark starts. Without a terminal
+(a log file, a pod) a progress line per running Spark stage is printed every --progress-every seconds.""")
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--only", default=None, help="run just this job")
-@click.option("--until", default=None, help="run the jobs up to and including this one")
+@click.option("--only", default=None, type=click.Choice(JOB_ORDER), help="run just this job")
+@click.option("--until", default=None, type=click.Choice(JOB_ORDER),
+              help="run the jobs up to and including this one")
 @click.option("--force", is_flag=True, help="rerun jobs whose output is already committed")
 @click.option("--master", default=None, help="Spark master (default: $SPARK_MASTER, else local[*])")
+@click.option("--progress-every", type=float, default=None, metavar="SECONDS",
+              help="seconds between progress lines without a terminal (default $RNJ_PROGRESS_SECONDS or 30; "
+                   "0: none)")
 @click.option("--print-spark-submit", is_flag=True, help="print the equivalent spark-submit commands instead")
 def run(config: str, only: str | None, until: str | None, force: bool, master: str | None,
-        print_spark_submit: bool) -> None:
-    """Run the build's jobs in order in one SparkSession, then print their ledgers."""
-    from jobs.registry import job_module, select_jobs
+        progress_every: float | None, print_spark_submit: bool) -> None:
+    from jobs.registry import job_module, preflight, select_jobs
     from pipeline.config import load_build
 
     cfg = load_build(config)
-    try:
-        names = select_jobs(only, until)
-    except ValueError as err:
-        raise click.UsageError(str(err)) from err
+    names = select_jobs(only, until)
     if print_spark_submit:
         for name in names:
             click.echo(spark_submit_command(name, config, force))
         return
+    for line in preflight(cfg, names):
+        console.print(line, highlight=False)
     from jobs.common import describe
+    from jobs.progress import SparkProgress, progress_interval, ui_address
     from jobs.spark import get_spark
 
     spark = get_spark(master, app_name=f"rnj-{cfg.build.name}")
+    console.print(ui_address(spark), highlight=False)
     results = []
     for i, name in enumerate(names, start=1):
-        with console.status(f"[{i}/{len(names)}] {name} ..."):
-            result = job_module(name).run(spark, cfg, force=force)
-        console.print(describe(result))
+        title = f"[{i}/{len(names)}] {name}"
+        if console.is_terminal:
+            with console.status(f"{title} ...") as status, SparkProgress(
+                    spark, name, every=1.0, emit=lambda lines, t=title, s=status: s.update(f"{t}: {lines[0]}")):
+                result = job_module(name).run(spark, cfg, force=force)
+        else:
+            click.echo(f"{title} started", err=False)
+            with SparkProgress(spark, name, every=progress_interval(progress_every)):
+                result = job_module(name).run(spark, cfg, force=force)
+        console.print(describe(result), highlight=False)
         results.append(result)
     console.print(_ledger_table(results))
     console.print(f"outputs under {cfg.build.output}")

@@ -17,6 +17,8 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
+from pipeline.errors import UserError
+
 console = Console()
 
 
@@ -40,7 +42,7 @@ def _output_root(build_or_config: str) -> tuple[str, tuple[str, ...]]:
 def _clusters(root: str):
     path = os.path.join(root, "dedup", "clusters")
     if not os.path.isdir(path):
-        raise click.ClickException(f"no committed dedup output under {root}: run the dedup job first")
+        raise UserError(f"no committed dedup output under {root}: run the dedup job first")
     return ds.dataset(path, format="parquet")
 
 
@@ -76,7 +78,7 @@ def show(build_or_config: str, cluster_id: str, chars: int, max_members: int) ->
     root, upstream = _output_root(build_or_config)
     members = _clusters(root).to_table(filter=ds.field("cluster_id") == cluster_id).to_pylist()
     if not members:
-        raise click.ClickException(f"no cluster {cluster_id!r}: list them with `rnj dedup clusters`")
+        raise UserError(f"no cluster {cluster_id!r}: list them with `rnj dedup clusters`")
     members.sort(key=lambda m: (not m["kept"], m["id"]))
     texts = _texts(root, upstream, [m["id"] for m in members[:max_members]])
     panels = []

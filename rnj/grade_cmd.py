@@ -10,6 +10,8 @@ import fsspec
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.errors import UserError
+
 
 @click.group(name="grade")
 def grade_group() -> None:
@@ -26,7 +28,7 @@ def report(build_or_report: str, as_json: bool) -> None:
         with fsspec.open(uri, "r", encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        raise click.ClickException(f"no grade report at {uri}: run the grade job first (rnj run BUILD --until grade)")
+        raise UserError(f"no grade report at {uri}: run the grade job first (rnj run BUILD --until grade)")
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

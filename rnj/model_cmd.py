@@ -14,6 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.errors import UserError
+
 __all__ = ["convert_group", "model_group"]
 
 console = Console()
@@ -88,7 +90,7 @@ def hf_to_rnj_cmd(src: str, dst: str, overwrite: bool) -> None:
     try:
         cfg = hf_to_rnj(src, dst, overwrite=overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
-        raise click.ClickException(str(err)) from err
+        raise UserError(str(err)) from err
     yarn = f", YaRN ×{cfg.yarn.factor:g}" if cfg.yarn else ""
     console.print(f"wrote {dst}: {cfg.n_layers} layers, d_model {cfg.d_model}, context {cfg.max_seq_len}{yarn}")
 
@@ -111,7 +113,7 @@ def rnj_to_hf_cmd(src: str, dst: str, max_shard_size: str, dtype: str, overwrite
         files = rnj_to_hf(src, dst, max_shard_bytes=parse_size(max_shard_size), overwrite=overwrite,
                           dtype=None if dtype == "keep" else getattr(torch, dtype))
     except (ValueError, FileNotFoundError, FileExistsError) as err:
-        raise click.ClickException(str(err)) from err
+        raise UserError(str(err)) from err
     console.print(f"wrote {dst}: {', '.join(files)}")
 
 

@@ -18,6 +18,7 @@ import fsspec
 from rich.rule import Rule
 from rich.text import Text
 
+from pipeline.errors import UserError
 from rnj.shards_cmd import console, note, print_table
 
 
@@ -30,7 +31,7 @@ def _output_and_run(build_uri: str, run_dir: str | None) -> tuple[str, str | Non
         try:
             cfg = load_build(build_uri)
         except (ConfigError, OSError) as err:
-            raise click.ClickException(str(err)) from err
+            raise UserError(str(err)) from err
         build_uri = cfg.build.output
         default_run = cfg.train.run_dir or cfg.output_uri("train")
     fs, root = fsspec.core.url_to_fs(build_uri)
@@ -42,7 +43,7 @@ def _output_and_run(build_uri: str, run_dir: str | None) -> tuple[str, str | Non
     if metrics.is_file():
         return build_uri, str(metrics)
     if run_dir is not None:
-        raise click.ClickException(f"no metrics.jsonl in {run_dir}: name a training run folder (the trainer's "
+        raise UserError(f"no metrics.jsonl in {run_dir}: name a training run folder (the trainer's "
                                    "run_dir) or its metrics.jsonl")
     return build_uri, None
 
@@ -88,7 +89,7 @@ def report_command(build_uri: str, html_uri: str | None, run_dir: str | None, no
         report = build_report(output, _training(metrics, with_plots), with_plots=with_plots,
                               progress=(lambda name: (bar.set_postfix_str(name), bar.update(1))) if bar else None)
     except ValueError as err:
-        raise click.ClickException(str(err)) from err
+        raise UserError(str(err)) from err
     finally:
         if bar:
             bar.close()

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
+from pipeline.errors import UserError
 from pipeline.inspect.tables import Table, format_value, human_bytes
 
 PIECE_COLOURS = ["cyan", "magenta", "yellow", "green", "blue", "red"]
@@ -52,7 +53,7 @@ def resolve(uri: str):
     try:
         return resolve_target(uri)
     except ShardError as err:
-        raise click.ClickException(str(err)) from err
+        raise UserError(str(err)) from err
 
 
 def open_checked(phase_uri: str, split: str):
@@ -62,7 +63,7 @@ def open_checked(phase_uri: str, split: str):
     try:
         return open_phase(phase_uri, split=split, verify="metadata")
     except ShardError as err:
-        raise click.ClickException(f"{err}\n(run `rnj shards verify {phase_uri}` to list every problem)") from err
+        raise UserError(f"{err}\n(run `rnj shards verify {phase_uri}` to list every problem)") from err
 
 
 def rich_table(table: Table) -> RichTable:
@@ -179,13 +180,13 @@ def _tokenizer(target, manifest: dict, tokenizer_uri: str | None):
 
     folder = tokenizer_uri or tokenizer_folder(target)
     if folder is None:
-        raise click.ClickException(
+        raise UserError(
             f"no tokenizer found for {target.uri}: expected OUTPUT/tokenize/tokenizer/tokenizer.json beside "
             "OUTPUT/build; pass --tokenizer URI (a tokenizer.json or its folder), or --ids for raw token ids")
     try:
         tok = load_tokenizer(folder)
     except (OSError, ValueError) as err:
-        raise click.ClickException(f"cannot load the tokenizer at {folder}: {err}") from err
+        raise UserError(f"cannot load the tokenizer at {folder}: {err}") from err
     if tok.sha256 != manifest.get("tokenizer_sha256"):
         note(f"warning: {folder} has sha256 {tok.sha256[:12]}..., the shards were built with "
              f"{str(manifest.get('tokenizer_sha256'))[:12]}...: the text below may be decoded wrongly")
@@ -241,7 +242,7 @@ def show(uri: str, index: int | None, split: str, ids: bool, doc_id: str | None,
     try:
         seq = phase.sequence(index)
     except IndexError as err:
-        raise click.ClickException(f"{err} ({split} split of {phase_uri})") from err
+        raise UserError(f"{err} ({split} split of {phase_uri})") from err
     manifest = phase.manifest
     row = phase.row(index)
     shard, r = phase.locate(index)
@@ -297,7 +298,7 @@ def _find_document(out: Console, phase_uri: str, doc_id: str) -> None:
         rows += [[split, *r] for r in pieces.select("seq", "shard", "piece", "start", "length", "starts_document",
                                                      "loss_tokens").iter_rows()]
     if not rows:
-        raise click.ClickException(f"document {doc_id!r} is in no sequence of {phase_uri} (train or eval)")
+        raise UserError(f"document {doc_id!r} is in no sequence of {phase_uri} (train or eval)")
     print_table(out, Table(f"pieces of {doc_id}", ["split", "seq", "shard", "piece", "start", "length",
                                                    "starts document", "loss tokens"], rows,
                            [f"show one: rnj shards show {phase_uri} --seq N [--split eval]"]))
@@ -346,7 +347,7 @@ def _manifests(uri: str) -> dict[str, dict]:
         try:
             m = read_manifest(phase_uri)
         except ShardError as err:
-            raise click.ClickException(str(err)) from err
+            raise UserError(str(err)) from err
         found[f"{m['stage']}/{m['phase']}"] = m
     return found
 

@@ -14,6 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.errors import UserError
+
 console = Console()
 
 
@@ -31,7 +33,7 @@ def _tokenize_output(target: str) -> str:
         cfg = load_build(target)
         output = JobOutput(cfg.build.output, "tokenize")
         if output.committed_hash() is None:
-            raise click.ClickException(f"the tokenize job of {target} is not committed: run "
+            raise UserError(f"the tokenize job of {target} is not committed: run "
                                        f"`rnj run {target} --until tokenize` first")
         return output.child()
     return target
@@ -49,7 +51,7 @@ def _load(target: str):
             target = os.path.join(target, "tokenizer")
         return load_tokenizer(target, TokenizerConfig())
     except (OSError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+        raise UserError(str(err)) from err
 
 
 @tokenizer_group.command("report")
@@ -66,7 +68,7 @@ def report(target: str, all_documents: bool, as_json: bool) -> None:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except OSError as err:
-        raise click.ClickException(f"cannot read {path}: {err}") from err
+        raise UserError(f"cannot read {path}: {err}") from err
     if as_json:
         click.echo(json.dumps(data, indent=2, ensure_ascii=False))
         return

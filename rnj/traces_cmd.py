@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from pipeline.errors import UserError
+
 
 @click.group(name="traces")
 def traces_group() -> None:
@@ -27,11 +29,11 @@ def show(units_file: str, unit_id: str | None, sandbox: str, sft: bool) -> None:
     rows = unit_rows_from_file(units_file, origin, Path(units_file).name)
     chosen = [r for r in rows if unit_id is None or r["id"] == unit_id][:1]
     if not chosen:
-        raise click.ClickException(f"no unit with id {unit_id!r} in {units_file}")
+        raise UserError(f"no unit with id {unit_id!r} in {units_file}")
     cfg = TracesConfig(enabled=True, sandbox=sandbox)
     (row,) = trace_rows(chosen, cfg, Sandbox(cfg))
     if row["status"] != "ok":
-        raise click.ClickException(f"{row['id']}: {row['status']} ({row['detail']})")
+        raise UserError(f"{row['id']}: {row['status']} ({row['detail']})")
     click.echo(row["text"], nl=False)
     for example in row["sft"] if sft else []:
         click.echo(f"\n===== {example['kind']}: prompt\n{example['prompt']}\n===== response\n{example['response']}")

@@ -1,52 +1,83 @@
 """Boilerplate lines: the same line in many distinct documents is a template, not content.
 
-A line is a candidate when, stripped, it is at least `min_line_chars` long and (in code, by default) a
-comment. The job counts, for each candidate line hash, the distinct surviving documents holding it; lines
-in more than `max_documents` are removed wherever they occur, and documents left too short are dropped.
+A line is compared in normal form: whitespace runs (Unicode spaces included) collapsed to one space, ends
+trimmed, prose lowercased (code keeps its case). It is a candidate when that form is at least
+`min_line_chars` long and (in code, by default) a comment. The job counts, for each candidate line hash,
+the distinct surviving documents holding it; a line in more than `boilerplate_threshold(cfg, documents)`
+of them is removed wherever it occurs, and documents left too short are dropped.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.dedup.config import BoilerplateConfig
-from pipeline.dedup.shingles import span_hashes, string_buffers
+from pipeline.dedup.normalize import blank_to_space, collapse_spaces, plain
 
 _COMMENT = r"^(#|//|/\*|\*|<!--|--|;)"
+LINE_SEED = 0x5EED_11E5
+"""Seed of the line hash (polars' string hash: stable within one polars version, which is one run)."""
 
 
-def split_lines(texts: pa.Array) -> tuple[np.ndarray, pa.Array]:
+def boilerplate_threshold(cfg: BoilerplateConfig, documents: int) -> int:
+    """Documents a line may appear in before it is boilerplate: a rate per million surviving documents,
+    never below `min_documents` (on a small corpus a rate would make every shared line a template)."""
+    return max(cfg.min_documents, math.floor(cfg.max_documents_per_million * documents / 1e6))
+
+
+def comparable(texts, code: np.ndarray, lowercase_prose: bool) -> pa.Array:
+    """The texts as lines and exact keys see them: prose lowercased (when asked), code as is."""
+    texts = plain(texts)
+    if not lowercase_prose or code.all():
+        return texts
+    lowered = pc.utf8_lower(texts)
+    return lowered if not code.any() else pc.if_else(pa.array(code), texts, lowered)
+
+
+def split_lines(texts) -> tuple[np.ndarray, pa.Array]:
     """(document of each line, the lines): `texts` split on newlines, which `join_lines` undoes."""
-    lists = pc.split_pattern(texts.fill_null(""), "\n")
+    lists = pc.split_pattern(plain(texts), "\n")
     doc = np.asarray(pc.list_parent_indices(lists).to_numpy(), dtype=np.int64)
     return doc, pc.list_flatten(lists)
 
 
-def line_hashes(lines: pa.Array) -> np.ndarray:
-    """64-bit hash of each whole line (as given)."""
-    offsets, data = string_buffers(lines)
-    return span_hashes(data, offsets[:-1], offsets[1:])
+def normal_lines(texts, code: np.ndarray, lowercase_prose: bool) -> tuple[np.ndarray, pa.Array]:
+    """(document of each line, the line in normal form), lines in the order `split_lines` gives them."""
+    spaced = blank_to_space(comparable(texts, code, lowercase_prose), keep_newlines=True)
+    doc, lines = split_lines(spaced)
+    return doc, collapse_spaces(lines)
 
 
-def candidate_lines(texts: pa.Array, code: np.ndarray,
-                    cfg: BoilerplateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(document, hash of the stripped line, may-be-boilerplate) for every line of every text."""
-    doc, lines = split_lines(texts)
-    stripped = pc.utf8_trim_whitespace(lines)
-    ok = np.asarray(pc.greater_equal(pc.utf8_length(stripped), cfg.min_line_chars).to_numpy(zero_copy_only=False))
+def line_hash(lines: pa.Array) -> np.ndarray:
+    """64-bit hash of each line (as given; pass normal forms)."""
+    return pl.Series(plain(lines)).hash(LINE_SEED).to_numpy().astype(np.uint64, copy=False)
+
+
+def candidate_lines(texts, code: np.ndarray, cfg: BoilerplateConfig,
+                    lowercase_prose: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(document, hash of the normal form, may-be-boilerplate) for every line of every text."""
+    doc, lines = normal_lines(texts, code, lowercase_prose)
+    ok = np.asarray(pc.greater_equal(pc.utf8_length(lines), cfg.min_line_chars).to_numpy(zero_copy_only=False))
     if cfg.code_comment_lines_only and code.any():
-        comment = np.asarray(pc.match_substring_regex(stripped, _COMMENT).to_numpy(zero_copy_only=False))
-        ok &= ~code[doc] | comment
-    return doc, line_hashes(stripped), ok
+        in_code = code[doc] & ok
+        rows = np.flatnonzero(in_code)
+        comment = np.asarray(pc.match_substring_regex(lines.take(pa.array(rows)), _COMMENT)
+                             .to_numpy(zero_copy_only=False))
+        ok[rows] = comment
+    return doc, line_hash(lines), ok
 
 
-def remove_lines(texts: pa.Array, code: np.ndarray, boilerplate: np.ndarray,
-                 cfg: BoilerplateConfig) -> tuple[pa.Array, np.ndarray]:
+def remove_lines(texts, code: np.ndarray, boilerplate: np.ndarray, cfg: BoilerplateConfig,
+                 lowercase_prose: bool = True) -> tuple[pa.Array, np.ndarray]:
     """(texts without their boilerplate lines, lines removed per text). `boilerplate`: sorted uint64 hashes."""
+    texts = plain(texts)
     doc, lines = split_lines(texts)
-    _, hashes, ok = candidate_lines(texts, code, cfg)
+    _, hashes, ok = candidate_lines(texts, code, cfg, lowercase_prose)
     remove = ok & np.isin(hashes, boilerplate) if len(boilerplate) else np.zeros(len(hashes), dtype=bool)
     removed = np.bincount(doc[remove], minlength=len(texts))
     if not remove.any():
@@ -57,11 +88,16 @@ def remove_lines(texts: pa.Array, code: np.ndarray, boilerplate: np.ndarray,
     return pc.binary_join(kept, "\n"), removed
 
 
-def lines_with_hashes(texts: pa.Array, code: np.ndarray, wanted: np.ndarray,
-                      cfg: BoilerplateConfig) -> list[tuple[int, str]]:
-    """(signed hash, stripped line) of the candidate lines whose hash is in `wanted` (for the report)."""
-    _, lines = split_lines(texts)
-    _, hashes, ok = candidate_lines(texts, code, cfg)
+def removed_line_texts(texts, code: np.ndarray, wanted: np.ndarray, cfg: BoilerplateConfig,
+                       lowercase_prose: bool = True) -> dict[int, str]:
+    """{signed hash: normal form} of the candidate lines whose hash is in `wanted` (for the report)."""
+    _, lines = normal_lines(texts, code, lowercase_prose)
+    _, hashes, ok = candidate_lines(texts, code, cfg, lowercase_prose)
     hit = np.flatnonzero(ok & np.isin(hashes, wanted))
-    stripped = pc.utf8_trim_whitespace(lines.take(pa.array(hit, pa.int64()))).to_pylist()
-    return list(zip(hashes[hit].view(np.int64).tolist(), stripped))
+    if not len(hit):
+        return {}
+    found = lines.take(pa.array(hit, pa.int64())).to_pylist()
+    out: dict[int, str] = {}
+    for h, line in zip(hashes[hit].view(np.int64).tolist(), found):
+        out[h] = min(line, out.get(h, line))
+    return out

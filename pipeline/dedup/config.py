@@ -30,11 +30,13 @@ class NearConfig:
     """Shingle size, in words, for prose (lowercased, digits mapped to 0, punctuation dropped)."""
     code_ngram: int = 5
     """Shingle size, in tokens (identifiers, numbers, single punctuation marks), for code."""
-    false_positive_weight: float = 0.1
-    """Weight of LSH false positives when bands x rows are chosen. Low, because candidates are verified
-    afterwards: a false positive costs one comparison, a false negative a duplicate left in."""
-    false_negative_weight: float = 0.9
-    """Weight of LSH false negatives when bands x rows are chosen (with the above: 14 x 9 for 0.8)."""
+    recall_jaccard: float | None = None
+    """True Jaccard at which `target_recall` is promised; None means `threshold + 0.05`."""
+    target_recall: float = 0.99
+    """Share of pairs at `recall_jaccard` that must share at least one band. Bands x rows are datasketch's
+    optimal parameters for the threshold with the lowest false-negative weight that reaches this recall
+    (0.99 at 0.85 gives 16 x 8): every false positive is verified afterwards, every false negative is a
+    copy left in."""
     bands: int | None = None
     """Override the derived number of bands (with `rows`); None derives both from the threshold."""
     rows: int | None = None
@@ -43,8 +45,11 @@ class NearConfig:
     """`signature`: keep a candidate pair only if its estimated Jaccard reaches `verify_threshold`, so that
     one chance band collision cannot chain two different documents; `none`: trust every band collision."""
     verify_threshold: float | None = None
-    """Estimated Jaccard a candidate pair needs; None means `threshold - 0.03` (one standard error below,
-    so true pairs at the threshold are not lost to estimation noise)."""
+    """Estimated Jaccard a candidate pair needs; None means `threshold` less `verify_standard_errors`
+    standard errors of the estimate at the threshold, sqrt(t (1 - t) / num_perm) (0.035 at 128)."""
+    verify_standard_errors: float = 1.0
+    """How many standard errors below the threshold a pair's estimate may fall and still count: fewer lose
+    true pairs to estimation noise, more let pairs well below the threshold in."""
     code_domains: tuple[str, ...] = ("code", "trace")
     """Documents of these domains are shingled as code tokens; all others as prose words."""
     numeric_domains: tuple[str, ...] = ("math",)
@@ -52,14 +57,22 @@ class NearConfig:
     different problems, while elsewhere differing numbers (dates, versions, counters) mark copies."""
     min_shingles: int = 1
     """Documents with fewer shingles take no part in near-duplicate search (exact still applies)."""
+    max_bucket_size: int = 10_000
+    """A band bucket with more members (a template shared by millions of pages) is split into sub-buckets
+    of about this many, each linked to the bucket through its smallest id: the pairs stay n - 1 and no
+    task receives the whole bucket. Split buckets are listed in the report."""
+    driver_max_edges: int = 2_000_000
+    """Verified pairs up to this many are clustered on the driver (scipy's connected components, one
+    Spark job); more are clustered by distributed large-star/small-star rounds with reliable checkpoints."""
 
     def __post_init__(self) -> None:
         require(0 < self.threshold < 1, "near.threshold must lie strictly between 0 and 1")
         require(2 <= self.num_perm <= 1024, "near.num_perm must lie in [2, 1024]")
         require(self.prose_ngram >= 1 and self.code_ngram >= 1, "near n-gram sizes must be at least 1")
-        require(self.false_positive_weight >= 0 and self.false_negative_weight >= 0
-                and self.false_positive_weight + self.false_negative_weight > 0,
-                "near false_positive_weight and false_negative_weight must be >= 0 and not both 0")
+        require(self.recall_jaccard is None or self.threshold <= self.recall_jaccard <= 1,
+                "near.recall_jaccard must lie in [threshold, 1]")
+        require(0 < self.target_recall < 1, "near.target_recall must lie strictly between 0 and 1")
+        require(self.verify_standard_errors >= 0, "near.verify_standard_errors must be >= 0")
         require((self.bands is None) == (self.rows is None), "set both near.bands and near.rows, or neither")
         if self.bands is not None and self.rows is not None:
             require(self.bands >= 1 and self.rows >= 1 and self.bands * self.rows <= self.num_perm,
@@ -67,17 +80,37 @@ class NearConfig:
         require(self.verify_threshold is None or 0 < self.verify_threshold <= 1,
                 "near.verify_threshold must lie in (0, 1]")
         require(self.min_shingles >= 1, "near.min_shingles must be at least 1")
+        require(self.max_bucket_size >= 2, "near.max_bucket_size must be at least 2")
+        require(self.driver_max_edges >= 0, "near.driver_max_edges must be >= 0")
+
+    @property
+    def effective_recall_jaccard(self) -> float:
+        return self.recall_jaccard if self.recall_jaccard is not None else min(1.0, self.threshold + 0.05)
+
+    @property
+    def verify_margin(self) -> float:
+        """`verify_standard_errors` standard errors of a MinHash estimate at the threshold."""
+        return self.verify_standard_errors * (self.threshold * (1 - self.threshold) / self.num_perm) ** 0.5
 
     @property
     def effective_verify_threshold(self) -> float:
-        return self.verify_threshold if self.verify_threshold is not None else max(0.0, self.threshold - 0.03)
+        if self.verify_threshold is not None:
+            return self.verify_threshold
+        return max(0.0, self.threshold - self.verify_margin)
 
 
 @dataclass(frozen=True, kw_only=True)
 class SurvivorConfig:
-    rule: Literal["best", "longest", "smallest_id"] = "best"
+    rule: Literal["best", "central", "longest", "smallest_id"] = "best"
     """Which member of a cluster is kept. `best`: highest quality signal (when the input carries one),
-    then the longest text, then the smallest id; `longest`: longest, then smallest id; `smallest_id`."""
+    then the most central member (highest mean estimated Jaccard to the others: the original that edited
+    copies surround, not the most edited copy), then the longest, then the smallest id; `central`: the same
+    without quality; `longest`: longest, then smallest id; `smallest_id`. Exact copies have equal
+    centrality, so there it is quality, then length, then id."""
+    max_exact_members: int = 2000
+    """Members of one near-duplicate cluster whose centrality is computed exactly; a larger cluster (a
+    template with millions of copies) is judged on a deterministic sample of about this many, so no task
+    ever holds a whole giant cluster."""
     quality_field: str = "quality"
     """Column (or meta key) holding a numeric quality signal; ignored where absent or not a number."""
 
@@ -86,9 +119,13 @@ class SurvivorConfig:
 class BoilerplateConfig:
     enabled: bool = True
     """Remove lines that occur in too many distinct documents (licence headers, navigation, banners)."""
-    max_documents: int = 20
-    """A line in more than this many distinct surviving documents is boilerplate. Twenty distinct
-    documents (near-duplicates already merged) repeating a line verbatim is a template, not content."""
+    max_documents_per_million: float = 100.0
+    """A line in more than this many distinct surviving documents per million is boilerplate (0.01%: at
+    25 billion documents, 2.5 million). A rate, not a count: the same count is a template in a thousand
+    documents and a common sentence in a billion."""
+    min_documents: int = 20
+    """The rate never goes below this many documents: on a small corpus twenty distinct documents
+    (near-duplicates already merged) repeating a line verbatim is a template, not content."""
     min_line_chars: int = 20
     """Lines shorter than this (after stripping) are never boilerplate: `else:`, `return x`, `Returns`
     and `----` recur everywhere because they are grammar, not templates."""
@@ -100,7 +137,8 @@ class BoilerplateConfig:
     """How many of the most frequent removed lines the report lists."""
 
     def __post_init__(self) -> None:
-        require(self.max_documents >= 1, "boilerplate.max_documents must be at least 1")
+        require(self.max_documents_per_million > 0, "boilerplate.max_documents_per_million must be positive")
+        require(self.min_documents >= 1, "boilerplate.min_documents must be at least 1")
         require(self.min_line_chars >= 1, "boilerplate.min_line_chars must be at least 1")
         require(self.min_chars_after >= 0, "boilerplate.min_chars_after must be >= 0")
 

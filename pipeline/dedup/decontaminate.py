@@ -8,7 +8,6 @@ one, when the span (not the document) is to be removed.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 import fsspec
@@ -16,10 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.dedup.config import DecontaminateConfig
-from pipeline.dedup.normalize import prose_words
+from pipeline.dedup.normalize import Tokens, prose_tokens
 from pipeline.dedup.shingles import shingle_hashes
-
-_WORD = re.compile(r"[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -51,7 +48,7 @@ def empty_eval_ngrams() -> EvalNgrams:
 
 def eval_ngrams(texts: list[str], n: int) -> EvalNgrams:
     """The n-gram table of some evaluation texts (item k is texts[k])."""
-    shingles = shingle_hashes(prose_words(pa.array(texts, pa.string()), map_digits=False), n)
+    shingles = shingle_hashes(eval_tokens(pa.array(texts, pa.string())), n)
     pairs = np.unique(np.stack([shingles.hash64, shingles.doc.astype(np.uint64)], axis=1), axis=0)
     sizes = np.bincount(pairs[:, 1].astype(np.int64), minlength=len(texts))
     return EvalNgrams(pairs[:, 0].copy(), pairs[:, 1].astype(np.int64), sizes)
@@ -84,7 +81,7 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, n: int, min_fraction
     `min_fraction` of the item's n-grams (any single one when `min_fraction` is 0)."""
     if len(table) == 0 or len(texts) == 0:
         return {}
-    shingles = shingle_hashes(prose_words(texts, map_digits=False), n)
+    shingles = shingle_hashes(eval_tokens(texts), n)
     hit = np.isin(shingles.hash64, table.hashes)
     docs, hashes = shingles.doc[hit], shingles.hash64[hit]
     lo = np.searchsorted(table.hashes, hashes, side="left")
@@ -101,31 +98,45 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, n: int, min_fraction
     return found
 
 
-def remove_spans(text: str, ngrams: np.ndarray, n: int) -> tuple[str | None, int]:
-    """(text with every matching n-gram's words cut out, spans cut); (None, 0) if the words cannot be
-    lined up with the vectorised normalisation (an exotic character): the caller drops the document."""
-    words = list(_WORD.finditer(text))
-    if not words:
-        return text, 0
-    normalised = " ".join(w.group().lower() for w in words)
-    shingles = shingle_hashes(prose_words(pa.array([normalised]), map_digits=False), n)
-    expected = max(len(words) - n + 1, 1)
-    if len(shingles.hash64) != expected:
+def remove_spans(text: str, table: EvalNgrams, items, n: int) -> tuple[str | None, int]:
+    """(text with the region of each contaminating item cut out, regions cut); (None, 0) where lowercasing
+    changes the text's byte length (an exotic character), so that positions cannot be mapped back: the
+    caller drops the document.
+
+    The region of an item runs from its first matching n-gram in the text to the end of its last, gaps
+    included, so an edited copy goes whole (its edited words too), as the drop rule would have taken it;
+    matches further apart than the item is long are separate regions."""
+    raw = text.encode()
+    tokens = eval_tokens(pa.array([text]))
+    if len(pa.compute.utf8_lower(pa.array([text]))[0].as_py().encode()) != len(raw):
         return None, 0
-    covered = np.zeros(len(words) + 1, dtype=np.int64)
-    for start in np.flatnonzero(np.isin(shingles.hash64, ngrams)):
-        covered[start] += 1
-        covered[min(start + n, len(words))] -= 1
-    inside = np.cumsum(covered[:-1]) > 0
-    pieces, cursor, spans, i = [], 0, 0, 0
-    while i < len(words):
-        if not inside[i]:
-            i += 1
+    shingles = shingle_hashes(tokens, n)
+    if not len(shingles.hash64):
+        return text, 0
+    cut = np.zeros(len(tokens.start) + 1, dtype=np.int64)
+    for item in sorted(items):
+        wanted = table.hashes[table.items == item]
+        starts = np.flatnonzero(np.isin(shingles.hash64, wanted))
+        if not len(starts):
             continue
-        j = i
-        while j + 1 < len(words) and inside[j + 1]:
-            j += 1
-        pieces.append(text[cursor: words[i].start()])
-        cursor, spans, i = words[j].end(), spans + 1, j + 1
-    pieces.append(text[cursor:])
-    return "".join(pieces), spans
+        reach = int(table.sizes[item]) + n
+        breaks = np.flatnonzero(np.diff(starts) > reach)
+        for first, last in zip(np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [len(starts) - 1]])):
+            cut[starts[first]] += 1
+            cut[min(starts[last] + n, len(tokens.start))] -= 1
+    inside = np.cumsum(cut[:-1]) > 0
+    if not inside.any():
+        return text, 0
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], inside.astype(np.int8), [0]])))
+    pieces, cursor = [], 0
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        pieces.append(raw[cursor: tokens.start[lo]])
+        cursor = tokens.end[hi - 1]
+    pieces.append(raw[cursor:])
+    return b"".join(pieces).decode("utf-8", errors="replace"), len(edges) // 2
+
+
+def eval_tokens(texts) -> Tokens:
+    """Words as decontamination compares them: lowercase, digits kept, `_` a separator (so that the
+    identifier `count_vowel_words` and the prose `count vowel words` are the same three words)."""
+    return prose_tokens(texts, map_digits=False)

@@ -1,28 +1,33 @@
 """Per-document dedup features in one pass over a batch: exact key, MinHash signature, LSH band keys and
-the hashes of lines that may be boilerplate. What the Spark job shuffles is these, never the text."""
+the hashes of lines that may be boilerplate. What the Spark job shuffles is these, never the text.
+
+Everything is computed over the whole batch at once (Arrow kernels, numpy over the text buffer, polars'
+string hash): no Python runs per document.
+"""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.boilerplate import candidate_lines
+from pipeline.dedup.boilerplate import candidate_lines, comparable
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.minhash import band_keys, signatures
-from pipeline.dedup.normalize import code_tokens, exact_form, prose_words
+from pipeline.dedup.normalize import blank_to_space, code_tokens_of, collapse_spaces, plain, prose_tokens
 from pipeline.dedup.shingles import Shingles, shingle_hashes
 
 FEATURE_COLUMNS = [
-    pa.field("exact_key", pa.string()),
+    pa.field("exact_key", pa.binary()),
     pa.field("shingles", pa.int64()),
     pa.field("signature", pa.binary()),
     pa.field("bands", pa.list_(pa.int64())),
     pa.field("line_hashes", pa.list_(pa.int64())),
 ]
 """Appended to the columns the caller passes through (id, source, length, quality)."""
+EXACT_SEEDS = (0x243F6A88, 0x85A308D3)
+"""Two seeds of polars' string hash: a 128-bit exact key, so that 25 billion documents do not collide."""
 
 
 def is_code(domains: pa.Array, code_domains: tuple[str, ...]) -> np.ndarray:
@@ -31,12 +36,36 @@ def is_code(domains: pa.Array, code_domains: tuple[str, ...]) -> np.ndarray:
     return np.asarray(mask.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def exact_keys(texts: pa.Array, code: np.ndarray, lowercase_prose: bool) -> list[str]:
-    """128-bit hex digest of each text's exact form (case kept for code)."""
-    kept_case = exact_form(texts, lowercase=False).to_pylist()
-    lowered = exact_form(texts, lowercase=True).to_pylist() if lowercase_prose else kept_case
-    return [hashlib.blake2b((k if c else low or "").encode(), digest_size=16).hexdigest()
-            for k, low, c in zip(kept_case, lowered, code)]
+def exact_keys(texts: pa.Array, code: np.ndarray, lowercase_prose: bool) -> np.ndarray:
+    """(documents, 2) uint64: a 128-bit hash of each text's exact form (whitespace runs collapsed, ends
+    trimmed, prose lowercased when asked; code keeps its case)."""
+    form = collapse_spaces(blank_to_space(comparable(texts, code, lowercase_prose), keep_newlines=False))
+    series = pl.Series(form)
+    return np.stack([series.hash(seed).to_numpy() for seed in EXACT_SEEDS], axis=1).astype(np.uint64, copy=False)
+
+
+def binary_rows(matrix: np.ndarray) -> pa.Array:
+    """A binary value per row of a 2-D array (its bytes), built from one buffer."""
+    matrix = np.ascontiguousarray(matrix)
+    width = matrix.shape[1] * matrix.itemsize if matrix.ndim == 2 else 0
+    offsets = np.arange(0, width * len(matrix) + 1, max(width, 1), dtype=np.int32)[: len(matrix) + 1]
+    return pa.Array.from_buffers(pa.binary(), len(matrix), [None, pa.py_buffer(offsets), pa.py_buffer(matrix)])
+
+
+def binary_matrix(column, dtype, width: int) -> np.ndarray:
+    """The inverse of `binary_rows` for values of equal size: (rows, width) of `dtype`, no Python per row."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if len(column) == 0:
+        return np.zeros((0, width), dtype=dtype)
+    buffers = column.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int64 if pa.types.is_large_binary(column.type) else np.int32)
+    offsets = offsets[column.offset: column.offset + len(column) + 1]
+    itemsize = np.dtype(dtype).itemsize
+    data = np.frombuffer(buffers[2], dtype=np.uint8)[offsets[0]: offsets[-1]]
+    if not (np.diff(offsets) == width * itemsize).all():
+        raise ValueError(f"expected {width} values of {dtype} in every row")
+    return data.view(dtype).reshape(len(column), width)
 
 
 PROSE, NUMERIC, CODE = 0, 1, 2
@@ -53,9 +82,9 @@ def shingle_kinds(domains: pa.Array, cfg: DedupConfig) -> np.ndarray:
 def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> Shingles:
     """Shingle hashes of every document: prose as words, code as tokens, each with its own n."""
     makers = {
-        PROSE: lambda t: shingle_hashes(prose_words(t), cfg.near.prose_ngram),
-        NUMERIC: lambda t: shingle_hashes(prose_words(t, map_digits=False), cfg.near.prose_ngram),
-        CODE: lambda t: shingle_hashes(code_tokens(t), cfg.near.code_ngram),
+        PROSE: lambda t: shingle_hashes(prose_tokens(t), cfg.near.prose_ngram),
+        NUMERIC: lambda t: shingle_hashes(prose_tokens(t, map_digits=False), cfg.near.prose_ngram),
+        CODE: lambda t: shingle_hashes(code_tokens_of(t), cfg.near.code_ngram),
     }
     present = [kind for kind in makers if (kinds == kind).any()]
     if len(present) == 1:
@@ -74,7 +103,7 @@ def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> S
 def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows: int,
                       passthrough: tuple[str, ...]) -> pa.RecordBatch:
     """`passthrough` columns of `batch` plus FEATURE_COLUMNS; `batch` needs text and domain too."""
-    texts = batch.column("text")
+    texts = plain(batch.column("text"))
     kinds = shingle_kinds(batch.column("domain"), cfg)
     code = kinds == CODE
     shingles = document_shingles(texts, kinds, cfg)
@@ -84,12 +113,15 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
     band_values = pa.array(keys[eligible].reshape(-1), pa.int64())
-    line_doc, line_hash, line_ok = candidate_lines(texts, code, cfg.boilerplate)
-    line_lists = _distinct_lists(line_doc[line_ok], line_hash[line_ok], len(texts))
+    if cfg.boilerplate.enabled:
+        line_doc, line_hash, line_ok = candidate_lines(texts, code, cfg.boilerplate, cfg.exact.lowercase_prose)
+        line_lists = _distinct_lists(line_doc[line_ok], line_hash[line_ok], len(texts))
+    else:
+        line_lists = _distinct_lists(np.zeros(0, np.int64), np.zeros(0, np.uint64), len(texts))
     columns = [batch.column(name) for name in passthrough] + [
-        pa.array(exact_keys(texts, code, cfg.exact.lowercase_prose), pa.string()),
+        binary_rows(exact_keys(texts, code, cfg.exact.lowercase_prose)),
         pa.array(counts.astype(np.int64)),
-        pa.array([row.tobytes() for row in sigs], pa.binary()),
+        binary_rows(sigs),
         pa.ListArray.from_arrays(pa.array(band_offsets), band_values),
         line_lists,
     ]

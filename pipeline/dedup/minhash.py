@@ -80,31 +80,36 @@ def signature_jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     return (left == right).mean(axis=1)
 
 
-def _false_positive(threshold: float, bands: int, rows: int, grid: int = 2001) -> float:
-    s = np.linspace(0.0, threshold, grid)
-    return float(np.trapezoid(1 - (1 - s ** rows) ** bands, s))
-
-
-def _false_negative(threshold: float, bands: int, rows: int, grid: int = 2001) -> float:
-    s = np.linspace(threshold, 1.0, grid)
-    return float(np.trapezoid((1 - s ** rows) ** bands, s))
+def layout_for_recall(threshold: float, num_perm: int, recall_jaccard: float,
+                      target_recall: float) -> tuple[int, int]:
+    """(bands, rows): datasketch's optimal parameters for `threshold` (its weighted areas under the S-curve)
+    with the lowest false-negative weight, in steps of 0.01 from 0.5, whose probability of making a pair of
+    true Jaccard `recall_jaccard` a candidate reaches `target_recall`; the most bands if none does."""
+    return _layout_for_recall(round(threshold, 6), num_perm, round(recall_jaccard, 6), round(target_recall, 6))
 
 
 @lru_cache(maxsize=64)
-def optimal_bands(threshold: float, num_perm: int, fp_weight: float, fn_weight: float) -> tuple[int, int]:
-    """(bands, rows) minimising fp_weight * P(false positive) + fn_weight * P(false negative).
+def _layout_for_recall(threshold: float, num_perm: int, recall_jaccard: float,
+                       target_recall: float) -> tuple[int, int]:
+    from datasketch.lsh import _optimal_param
 
-    The same search as datasketch's MinHashLSH: every bands x rows <= num_perm, the probabilities being
-    the areas under the LSH S-curve 1 - (1 - s^r)^b below and above the threshold.
-    """
-    best, best_error = (1, 1), float("inf")
-    for bands in range(1, num_perm + 1):
-        for rows in range(1, num_perm // bands + 1):
-            error = (fp_weight * _false_positive(threshold, bands, rows)
-                     + fn_weight * _false_negative(threshold, bands, rows))
-            if error < best_error:
-                best, best_error = (bands, rows), error
-    return best
+    def layout(step: int) -> tuple[int, int]:
+        return _optimal_param(threshold, num_perm, 0.5 - step / 100, 0.5 + step / 100)
+
+    def reaches(step: int) -> bool:
+        return candidate_probability(recall_jaccard, *layout(step)) >= target_recall
+
+    # More weight on false negatives only ever adds bands, so the recall grows with it: bisect.
+    low, high = 0, 49
+    if not reaches(high):
+        return layout(high)
+    while low < high:
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle + 1
+    return layout(low)
 
 
 def candidate_probability(similarity: float, bands: int, rows: int) -> float:

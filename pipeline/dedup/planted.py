@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from pipeline.dedup.normalize import prose_words
+from pipeline.dedup.normalize import prose_tokens, prose_words
 from pipeline.dedup.shingles import shingle_hashes
 
 _TOKEN = re.compile(r"\S+")
@@ -42,7 +42,7 @@ def shingle_set(text: str, n: int = 5) -> set[int]:
     """The prose shingle hashes of one text. Normalised with Python's `re` (compiling RE2's Unicode classes
     costs milliseconds a call, and planting calls this thousands of times); `build_planted` only uses
     texts on which it agrees with `prose_words`."""
-    return set(shingle_hashes(pa.array([_python_words(text)]), n).hash64.tolist())
+    return set(shingle_hashes(prose_tokens(pa.array([_python_words(text)])), n).hash64.tolist())
 
 
 def _python_words(text: str) -> str:

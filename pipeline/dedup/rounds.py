@@ -28,20 +28,24 @@ class SortKey:
 def survivor_order(rule: str) -> tuple[SortKey, ...]:
     """The ordering whose first member survives: every rule ends with the id, so ties cannot exist.
 
-    Columns: `quality` (double, null when the input has no signal: nulls sort last), `length` (characters).
+    Columns: `quality` (double, null when the input has no signal: nulls sort last), `centrality` (summed
+    signature agreement with the rest of the cluster; equal for exact copies), `length` (characters).
     """
     by_id = SortKey("id", False)
     if rule == "best":
-        return SortKey("quality", True), SortKey("length", True), by_id
+        return SortKey("quality", True), SortKey("centrality", True), SortKey("length", True), by_id
+    if rule == "central":
+        return SortKey("centrality", True), SortKey("length", True), by_id
     if rule == "longest":
         return SortKey("length", True), by_id
     if rule == "smallest_id":
         return (by_id,)
-    raise ValueError(f"unknown survivor rule {rule!r}: use best, longest or smallest_id")
+    raise ValueError(f"unknown survivor rule {rule!r}: use best, central, longest or smallest_id")
 
 
 def pick_survivor(members: list[dict], rule: str) -> str:
-    """The id `survivor_order(rule)` keeps among `members` (dicts with id, length, quality)."""
+    """The id `survivor_order(rule)` keeps among `members` (dicts with id, length, quality, centrality;
+    a missing key counts as a missing signal)."""
 
     def key(member: dict):
         parts = []

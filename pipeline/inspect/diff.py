@@ -4,6 +4,11 @@ Phases are paired by STAGE/PHASE (a single phase against a single phase is paire
 each pair: the settings that must match for a run to resume (tokenizer, vocabulary, seq_len, build hash),
 the totals, and the mixture: each bucket's target and achieved weight in A and B and the shift, plus tokens
 by domain, tier and source.
+
+Whether two phases are the same is decided by their content: the sha256 of every shard (train and eval),
+the sequence counts and the mixture. The configuration hashes (`build_hash`, `input_hash`) are reported on
+their own: a change in them alone (a setting that did not change these shards, the same data built from
+another path) leaves the phases "same content".
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ SETTINGS = ("kind", "seq_len", "vocab_size", "tokenizer_sha256", "build_hash", "
             "global_batch_tokens", "sequences_per_step", "steps", "first_step")
 """Compared as they are; a change in the first five means another tokenizer, sequence length or curriculum."""
 BREAKING = ("seq_len", "vocab_size", "tokenizer_sha256")
+CONFIGURATION_HASHES = ("build_hash", "input_hash")
 
 
 def _short(value):
@@ -48,8 +54,15 @@ def diff_phases(a: dict, b: dict) -> tuple[list[Table], list[str]]:
         rows.append([key, _short(va), _short(vb), "changed" if va != vb else ""])
         if va != vb and key in BREAKING:
             headlines.append(f"{name}: {key} changed ({_short(va)} -> {_short(vb)}): a run cannot resume across it")
-    if a.get("build_hash") != b.get("build_hash"):
-        headlines.append(f"{name}: build_hash changed: the phase's parameters or the seed differ")
+    content = content_differences(a, b)
+    hashes = [k for k in CONFIGURATION_HASHES if a.get(k) != b.get(k)]
+    if content:
+        headlines.append(f"{name}: content differs ({', '.join(content)})")
+        if "build_hash" in hashes:
+            headlines.append(f"{name}: build_hash changed: the phase's parameters or the seed differ")
+    elif hashes:
+        headlines.append(f"{name}: same content (every shard's sha256, the sequences and the mixture match); "
+                         f"only the configuration hash differs ({', '.join(hashes)})")
     settings = Table(f"{name}: settings", ["key", "A", "B", ""], rows)
     ta, tb = _totals(a), _totals(b)
     totals = Table(f"{name}: totals", ["figure", "A", "B", "B - A"],
@@ -96,18 +109,44 @@ def diff_builds(a: dict[str, dict], b: dict[str, dict]) -> tuple[list[Table], li
     for name in list(a) + [n for n in b if n not in a]:
         ma, mb = a.get(name), b.get(name)
         rows.append([name, ma["num_sequences"] if ma else None, mb["num_sequences"] if mb else None,
-                     "only in A" if mb is None else "only in B" if ma is None else
-                     ("same" if _same(ma, mb) else "differs")])
+                     "only in A" if mb is None else "only in B" if ma is None else _status(ma, mb)])
     tables, headlines = [Table("phases", ["phase", "sequences A", "sequences B", ""], rows)], []
     headlines += [f"{r[0]}: {r[3]}" for r in rows if r[3].startswith("only")]
     for name, manifest in a.items():
-        if name in b and not _same(manifest, b[name]):
+        if name in b and _status(manifest, b[name]) != "same":
             more, lines = diff_phases(manifest, b[name])
             tables += more
             headlines += lines
     return tables, headlines
 
 
-def _same(a: dict, b: dict) -> bool:
-    return [e["sha256"] for e in a["shards"]] == [e["sha256"] for e in b["shards"]] and all(
-        a.get(k) == b.get(k) for k in SETTINGS)
+def _shards(manifest: dict) -> list[tuple[str, int, str]]:
+    entries = manifest["shards"] + (manifest.get("eval") or {}).get("shards", [])
+    return [(e["path"], e["num_sequences"], e["sha256"]) for e in entries]
+
+
+def content_differences(a: dict, b: dict) -> list[str]:
+    """What differs in what two phases hold (empty when they are the same data): shard files and hashes,
+    sequence counts, mixture, token counts, and the settings that shape every sequence."""
+    found = []
+    shards_a, shards_b = _shards(a), _shards(b)
+    if shards_a != shards_b:
+        changed = sum(1 for x, y in zip(shards_a, shards_b) if x != y) + abs(len(shards_a) - len(shards_b))
+        found.append(f"{changed} of {max(len(shards_a), len(shards_b))} shards' sha256")
+    if (a["num_sequences"], (a.get("eval") or {}).get("num_sequences")) != (
+            b["num_sequences"], (b.get("eval") or {}).get("num_sequences")):
+        found.append("sequence counts")
+    if (a.get("mixture") or {}).get("buckets") != (b.get("mixture") or {}).get("buckets"):
+        found.append("mixture")
+    found += [key.replace("_", " ") for key in ("tokens_by_domain", "tokens_by_tier", "tokens_by_source")
+              if a.get(key) != b.get(key)]
+    found += [key for key in SETTINGS if key not in CONFIGURATION_HASHES and a.get(key) != b.get(key)]
+    return found
+
+
+def _status(a: dict, b: dict) -> str:
+    if content_differences(a, b):
+        return "differs"
+    if any(a.get(k) != b.get(k) for k in CONFIGURATION_HASHES):
+        return "same content, configuration hash differs"
+    return "same"

@@ -55,10 +55,11 @@ def list_source_files(source: SourceConfig) -> list[str]:
         paths = [path]
     else:
         raise FileNotFoundError(f"source {source.name!r}: nothing found at {source.uri}")
-    return sorted(fs.unstrip_protocol(p) for p in paths if _wanted(source, p))
+    return sorted(fs.unstrip_protocol(p) for p in paths if is_source_file(source, p))
 
 
-def _wanted(source: SourceConfig, path: str) -> bool:
+def is_source_file(source: SourceConfig, path: str) -> bool:
+    """Whether ingest reads the file at `path` for `source` (by its name: format suffixes, include)."""
     name = posixpath.basename(path)
     if name.startswith("."):
         return False

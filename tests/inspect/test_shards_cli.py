@@ -158,3 +158,29 @@ def test_diff_shows_changes_in_mixture_tokenizer_and_seq_len(rnj, output, copy):
     assert any("tokenizer_sha256 changed" in line for line in data["changes"])
     phases = next(t for t in data["tables"] if t["title"] == "phases")["rows"]
     assert {r["phase"]: r[""] for r in phases} == {"pretrain/stable": "differs", "sft/chat": "same"}
+
+
+def test_diff_judges_by_content_and_names_a_configuration_hash_apart(rnj, output, copy):
+    """The same shards with other input and build hashes (the same data built from another path or with
+    another job setting) are the same content; a changed shard is not."""
+    for phase in (STABLE, CHAT):
+        path = copy / phase / "manifest.json"
+        manifest = json.loads(path.read_text())
+        manifest["input_hash"], manifest["build_hash"] = "9" * 64, "8" * 64
+        path.write_text(json.dumps(manifest))
+    result = rnj("shards", "diff", output, copy)
+    assert result.exit_code == 0, result.output
+    assert "content differs" not in result.stdout and "│ differs" not in result.stdout
+    assert "pretrain/stable: same content (every shard's sha256, the sequences and the mixture match); only the " \
+           "configuration hash differs (build_hash, input_hash)" in result.stdout
+    phases = next(t for t in json.loads(rnj("shards", "diff", output, copy, "--json").stdout)["tables"]
+                  if t["title"] == "phases")["rows"]
+    assert {r[""] for r in phases} == {"same content, configuration hash differs"}
+
+    path = copy / STABLE / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["shards"][1]["sha256"] = "0" * 64
+    path.write_text(json.dumps(manifest))
+    changed = rnj("shards", "diff", output / STABLE, copy / STABLE).stdout
+    assert "pretrain/stable: content differs (1 of 3 shards' sha256)" in changed
+    assert "build_hash changed" in changed

@@ -217,7 +217,8 @@ def test_midtrain_builds_repository_documents(built):
     phase = open_phase(_phases(cfg)["midtrain/long"])
     ids = {d for s in phase._shards for b in s.batches for row in b.column("doc_ids").to_pylist() for d in row}
     assert any(d.startswith("repo:pkg") for d in ids)
-    text = tok.decode(phase.tokens(0).tolist(), skip_special_tokens=False)
+    first = next(i for i in range(len(phase)) if any(d.startswith("repo:pkg") for d in phase.row(i)["doc_ids"]))
+    text = tok.decode(phase.tokens(first).tolist(), skip_special_tokens=False)
     assert "# file: pkg" in text
 
 
@@ -273,3 +274,39 @@ def test_a_bucket_that_cannot_fill_its_share_fails_naming_it(spark, built):
     cfg = dataclasses.replace(cfg, stages=(dataclasses.replace(pre, phases=(greedy,)),))
     with pytest.raises(MixtureError, match="phase 'stable': bucket 'code' cannot supply"):
         build.run(spark, cfg, force=True)
+
+
+def _report(cfg) -> dict:
+    return json.loads(Path(JobOutput(cfg.build.output, "build").child("report.json").removeprefix("file://")).read_text())
+
+
+def test_held_out_documents_respect_the_cap_of_each_bucket(built):
+    """midtrain/long has length_bias 1: its selection keys crowd the first key bin, where holding out whole
+    bins used to take nearly all of a bucket."""
+    cfg = built[0]
+    report = _report(cfg)
+    for stage in cfg.stages:
+        for phase in stage.phases:
+            name = f"{stage.name}/{phase.name}"
+            buckets = report["phases"][name]["mixture"]["buckets"]
+            held = report["phases"][name]["held_out_tokens"]
+            want = phase.eval_sequences * stage.seq_len
+            for key, b in buckets.items():
+                total = b["supply_tokens"] + held.get(key, 0)
+                assert held.get(key, 0) <= phase.max_eval_fraction * total, (name, key, held, b)
+            assert sum(held.values()) <= want
+    long = open_phase(_phases(cfg)["midtrain/long"], split="eval").manifest["eval"]
+    assert 1 <= long["num_sequences"] <= 2
+
+
+def test_report_records_lengths_padding_and_difficulty_order(built):
+    cfg = built[0]
+    phases = _report(cfg)["phases"]
+    stable = phases["pretrain/stable"]
+    assert sum(stable["padding_per_sequence"].values()) == stable["num_sequences"] == 32
+    assert stable["padding_tokens"] == open_phase(_phases(cfg)["pretrain/stable"]).manifest["num_padding_tokens"]
+    assert all(int(k) & (int(k) - 1) == 0 for k in stable["document_lengths"])  # power-of-two bins
+    assert sum(stable["document_lengths"].values()) > 20
+    assert "difficulty_by_decile" not in stable  # shuffled: no order to show
+    order = phases["sft/chat"]["difficulty_by_decile"]  # easy_to_hard
+    assert len(order) == 10 and order == sorted(order) and order[0] < 0.2 and order[-1] > 0.45

@@ -34,7 +34,7 @@ def _prose_chunks(sample_corpus, words: int = 200) -> list[str]:
 def planted(sample_corpus):
     from pipeline.dedup.planted import build_planted
 
-    return build_planted(_prose_chunks(sample_corpus), groups=40, copies=3, distinct=100, seed=0)
+    return build_planted(_prose_chunks(sample_corpus), groups=30, copies=3, distinct=80, seed=0)
 
 
 def _frame(spark, rows, partitions):
@@ -56,10 +56,23 @@ def _run(spark, rows, partitions, cfg=None):
 
 
 def test_planted_quality_bar_and_partition_independence(spark, planted):
-    runs = {p: _run(spark, planted.docs, p) for p in (1, 3, 8)}
+    from dataclasses import replace
+
+    distributed = replace(DedupConfig(), near=replace(DedupConfig().near, driver_max_edges=0))
+    runs = {p: _run(spark, planted.docs, p) for p in (1, 8)}
+    runs["distributed"] = _run(spark, planted.docs, 3, distributed)
     outcomes, clusters, survivors, _ = runs[1]
-    for p in (3, 8):
+    for p in (8, "distributed"):
         assert runs[p][:3] == (outcomes, clusters, survivors), f"{p} partitions changed the output"
+    assert runs["distributed"][3]["rounds"]["near"]["components"] == "distributed"
+
+    import pyarrow as pa
+
+    from pipeline.dedup.local import dedup_batch
+
+    local = dedup_batch(pa.RecordBatch.from_pylist([{**d, "domain": "general"} for d in planted.docs]),
+                        DedupConfig()).to_pylist()
+    assert sorted((r["id"], r["reason"]) for r in local) == outcomes, "the engine-free path disagrees"
 
     cluster_of = {doc_id: cluster for doc_id, cluster, _, _ in clusters}
     kept = {doc_id for doc_id, reason in outcomes if reason is None}
@@ -69,7 +82,7 @@ def test_planted_quality_bar_and_partition_independence(spark, planted):
 
     positives = [(a, b) for a, b, j in planted.pairs if j >= THRESHOLD + 0.05]
     negatives = [(a, b) for a, b, j in planted.pairs if j <= THRESHOLD - 0.1]
-    assert len(positives) >= 100 and len(negatives) >= 40
+    assert len(positives) >= 80 and len(negatives) >= 30
     recall = sum(merged(a, b) for a, b in positives) / len(positives)
     assert recall >= 0.95, recall
     assert not [pair for pair in negatives if merged(*pair)]
@@ -96,21 +109,36 @@ def test_connected_components_of_chains_and_stars(spark):
 
     edges = [("b", "a"), ("c", "b"), ("d", "c"), ("e", "d"), ("y", "x"), ("q", "p"), ("r", "p"), ("s", "r")]
     frame = spark.createDataFrame(edges, "a string, b string")
-    components, _, _ = connected_components(frame)
+    components, iterations = connected_components(frame)
+    assert iterations >= 1
     roots = {r["id"]: r["root"] for r in components.collect()}
     assert roots == {"a": "a", "b": "a", "c": "a", "d": "a", "e": "a", "x": "x", "y": "x",
                      "p": "p", "q": "p", "r": "p", "s": "p"}
 
 
-def test_a_huge_bucket_gives_linear_candidate_pairs(spark):
+def test_a_huge_bucket_is_split_and_gives_linear_candidate_pairs(spark):
     from jobs.dedup import candidate_pairs
 
     n = 3000
     rows = [(f"doc{i:05d}", [7, i]) for i in range(n)]  # band 0 shared by all, band 1 unique
     feats = spark.createDataFrame(rows, "id string, bands array<long>")
-    pairs = candidate_pairs(feats)
+    whole, none = candidate_pairs(feats, 10_000)
+    assert whole.count() == n - 1 and none.count() == 0
+    assert {r["b"] for r in whole.select("b").distinct().collect()} == {"doc00000"}
+    pairs, split = candidate_pairs(feats, 500)
     assert pairs.count() == n - 1
-    assert {r["b"] for r in pairs.select("b").distinct().collect()} == {"doc00000"}
+    assert [(r["size"], r["root"]) for r in split.collect()] == [(n, "doc00000")]
+    per_root = pairs.groupBy("b").count().collect()
+    assert max(r["count"] for r in per_root) < 800  # no root receives the whole bucket
+    edges = [(r["a"], r["b"]) for r in pairs.collect()]
+    parent = dict(edges)
+    assert all(_root(parent, a) == "doc00000" for a, _ in edges)  # still one component
+
+
+def _root(parent: dict, node: str) -> str:
+    while node in parent:
+        node = parent[node]
+    return node
 
 
 def _commit_ingest(root, rows):

@@ -144,3 +144,33 @@ def test_learning_rate_fields_do_not_change_the_shards_fingerprint():
     faster = dataclasses.replace(phase, lr_start=1.0, lr_shape="cosine", lr_end=0.5, lr_warmup_steps=3)
     assert phase_fingerprint(stage, phase, 0) == phase_fingerprint(stage, faster, 0)
     assert phase_fingerprint(stage, phase, 0) != phase_fingerprint(stage, dataclasses.replace(phase, tokens=16), 0)
+
+
+def test_an_sft_phase_built_in_two_places_hashes_the_same():
+    text = """
+[build]
+name = "b"
+output = "{out}"
+[[sources]]
+name = "s"
+uri = "x.jsonl"
+format = "jsonl"
+[[stages]]
+name = "sft"
+kind = "sft"
+seq_len = 8
+global_batch_tokens = 16
+[[stages.phases]]
+name = "chat"
+tokens = 32
+weights = { "*/*/traces" = 1.0 }
+sft_uris = { traces = "{out}/traces/sft" }
+"""
+    here = parse_build(text.replace("{out}", "out-a"), "/home/a/build.toml")
+    there = parse_build(text.replace("{out}", "out-b"), "/mnt/b/build.toml")
+    assert here.stages[0].phases[0].sft_uris != there.stages[0].phases[0].sft_uris
+    assert (phase_fingerprint(here.stages[0], here.stages[0].phases[0], 0)
+            == phase_fingerprint(there.stages[0], there.stages[0].phases[0], 0))
+    renamed = parse_build(text.replace("{out}", "out-a").replace("traces", "chat"), "/home/a/build.toml")
+    assert (phase_fingerprint(renamed.stages[0], renamed.stages[0].phases[0], 0)
+            != phase_fingerprint(here.stages[0], here.stages[0].phases[0], 0))  # the source names count

@@ -1,4 +1,8 @@
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from pipeline.curriculum import PhaseConfig, StageConfig
@@ -10,10 +14,11 @@ from pipeline.mixing import (
     bucket_caps,
     content_tokens,
     conversation,
+    eval_cuts,
     eval_targets,
     expand_copies,
     group_repo_files,
-    held_out_until,
+    held_out_prefix,
     key_bin,
     plan_phase,
     read_sft_records,
@@ -98,11 +103,62 @@ def test_orderings():
     assert unit_hash(1, "x") == unit_hash(1, "x") != unit_hash(2, "x")
 
 
-def test_bins_give_offsets_and_whole_bins_are_held_out():
+def test_bins_give_offsets_and_the_cut_falls_in_one_bin():
     costs = {("a", 0): 5, ("a", 3): 7, ("b", 1): 4, ("a", 9): 1}
     assert bin_offsets(costs) == {("a", 0): 0, ("a", 3): 5, ("a", 9): 12, ("b", 1): 0}
-    assert held_out_until(costs, {"a": 6, "b": 0}) == {"a": 12}
+    cuts = eval_cuts(costs, {"a": 6, "b": 0})
+    assert list(cuts) == ["a"] and (cuts["a"].bin, cuts["a"].before, cuts["a"].room) == (3, 5, 1)
+    assert held_out_prefix([1, 6], cuts["a"].room) == 1  # 5 + 1 held out, not the whole 7-token bin
+    assert held_out_prefix([2, 1], 1) == 0  # a prefix: the first document does not fit, so none is held out
     assert key_bin(0.0) == 0 and key_bin(0.99999999) == 4095
+
+
+def _held_out(docs: list[tuple[float, str, int]], limit: int) -> int:
+    """The split as the build makes it: per-bin sums, then the documents of the cut's bin in key order."""
+    bins: dict[tuple[str, int], int] = {}
+    for key, _, cost in docs:
+        bins[("code", key_bin(key))] = bins.get(("code", key_bin(key)), 0) + cost
+    cut = eval_cuts(bins, {"code": limit}).get("code")
+    if cut is None:
+        return 0
+    inside = [cost for key, doc_id, cost in sorted(docs) if key_bin(key) == cut.bin]
+    return cut.before + held_out_prefix(inside, cut.room)
+
+
+KEYS = st.one_of(
+    st.floats(0, 0.999999),  # spread
+    st.floats(0, 1 / 4096 * 0.999),  # every document in the first bin (long-biased keys before the fix)
+    st.sampled_from([0.0, 0.5, 0.75]),  # heavy ties
+    st.floats(0, 1).map(lambda u: min(u ** 8, 0.999999)),  # skewed towards 0
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(docs=st.lists(st.tuples(KEYS, st.integers(1, 5000)), min_size=1, max_size=80),
+       eval_sequences=st.integers(0, 40), fraction=st.sampled_from([0.0, 0.05, 0.1, 0.3]))
+def test_held_out_share_respects_its_cap_whatever_the_keys(docs, eval_sequences, fraction):
+    docs = [(key, f"d{i}", cost) for i, (key, cost) in enumerate(docs)]
+    total = sum(cost for _, _, cost in docs)
+    stage = StageConfig(name="s", kind="pretrain", seq_len=512, global_batch_tokens=512,
+                        phases=(phase(tokens=512, weights={"code": 1.0}, eval_sequences=eval_sequences,
+                                      max_eval_fraction=fraction),))
+    limit = eval_targets(stage, stage.phases[0], {"code": total})["code"]
+    assert limit <= math.floor(total * fraction)
+    held = _held_out(docs, limit)
+    assert held <= limit  # the cap holds exactly, in tokens
+    ordered = [cost for *_, cost in sorted(docs)]
+    prefix = [sum(ordered[:n]) for n in range(len(ordered) + 1)]
+    assert held in prefix  # whole documents, a prefix of the key order (training starts at a document)
+    n = prefix.index(held)
+    assert n == len(ordered) or held + ordered[n] > limit  # and the longest such prefix
+
+
+def test_long_biased_keys_spread_over_the_bins():
+    keys = [selection_key(0, "p", f"d{i}", cost, 1.0) for i, cost in enumerate([300, 1000, 4000, 8000] * 500)]
+    used = {key_bin(k) for k in keys}
+    assert len(used) > 1000  # 2,000 documents; 1 - exp(-k) put ~90% of them in bin 0
+    assert max(sum(key_bin(k) == b for k in keys) for b in used) < 20
+    assert selection_key(0, "p", "x", 500, 0.0) == unit_hash(0, "p", "select", "x")  # no bias: uniform u
 
 
 def test_length_bias_puts_long_documents_first():

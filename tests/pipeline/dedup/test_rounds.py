@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline.config import ConfigError, parse_build
-from pipeline.dedup.boilerplate import candidate_lines, line_hashes, remove_lines
+from pipeline.dedup.boilerplate import boilerplate_threshold, candidate_lines, line_hash, remove_lines
 from pipeline.dedup.config import BoilerplateConfig, DecontaminateConfig, DedupConfig
 from pipeline.dedup.decontaminate import contaminating_items, eval_ngrams, load_eval_ngrams, remove_spans
 from pipeline.dedup.features import CODE, NUMERIC, PROSE, exact_keys, shingle_kinds
@@ -32,7 +32,7 @@ def test_exact_form_and_keys():
     assert exact_form(pa.array(["  A  b\n\nc "]), lowercase=True).to_pylist() == ["a b c"]
     keys = exact_keys(pa.array(["Hello  World", "hello world", "X = 1", "x = 1"]),
                       np.array([False, False, True, True]), lowercase_prose=True)
-    assert keys[0] == keys[1] and keys[2] != keys[3]
+    assert (keys[0] == keys[1]).all() and (keys[2] != keys[3]).any() and keys.shape == (4, 2)
 
 
 def test_shingle_kinds_by_domain():
@@ -48,12 +48,12 @@ def test_candidate_lines_skip_short_and_code_statements():
     doc, hashes, ok = candidate_lines(texts, np.array([True, False]), BoilerplateConfig())
     assert doc.tolist() == [0, 0, 0, 1, 1]
     assert ok.tolist() == [True, False, False, True, False]
-    assert hashes[0] == line_hashes(pa.array([BANNER]))[0]
+    assert hashes[0] == line_hash(pa.array([BANNER]))[0]
 
 
 def test_remove_lines_exact_output():
     texts = pa.array([f"{BANNER}\nx = 1\n", "keep me\n  # Licensed under the Apache License, Version 2.0  \nend"])
-    banner = np.sort(line_hashes(pa.array([BANNER])))
+    banner = np.sort(line_hash(pa.array([BANNER])))
     out, removed = remove_lines(texts, np.array([True, True]), banner, BoilerplateConfig())
     assert out.to_pylist() == ["x = 1\n", "keep me\nend"]
     assert removed.tolist() == [1, 1]
@@ -79,7 +79,7 @@ def test_decontamination_needs_a_share_of_the_item():
 def test_remove_spans_cuts_only_the_matching_words():
     table = eval_ngrams([PROBLEM], 13)
     text = f"Keep this opening sentence. {PROBLEM} And keep this ending."
-    cleaned, spans = remove_spans(text, table.of_items({0}), 13)
+    cleaned, spans = remove_spans(text, table, {0}, 13)
     assert spans == 1
     assert cleaned == "Keep this opening sentence. . And keep this ending."
 
@@ -98,6 +98,8 @@ def test_survivor_rules():
                {"id": "c", "length": 30, "quality": None}, {"id": "d", "length": 5, "quality": 0.9}]
     assert pick_survivor(members, "best") == "d"
     assert pick_survivor(members[:3], "best") == "c"
+    central = [dict(m, centrality=c) for m, c in zip(members, (9, 3, 1, 0))]
+    assert pick_survivor(central[:3], "best") == "b" and pick_survivor(central[:3], "central") == "b"
     assert pick_survivor(members, "longest") == "c"
     assert pick_survivor(members, "smallest_id") == "a"
     assert pick_survivor(members[:2], "longest") == "a"
@@ -129,7 +131,7 @@ action = "remove_span"
 """, "/builds/x.toml")
     assert cfg.dedup.near.threshold == 0.7 and cfg.dedup.near.verify == "none"
     assert cfg.dedup.decontaminate.eval_paths == ("/builds/eval/a.jsonl",)
-    assert cfg.dedup.exact.enabled and cfg.dedup.near.effective_verify_threshold == pytest.approx(0.67)
+    assert cfg.dedup.exact.enabled and cfg.dedup.near.effective_verify_threshold == pytest.approx(0.7 - (0.21 / 128) ** 0.5)
 
 
 @pytest.mark.parametrize("section,message", [
@@ -137,9 +139,66 @@ action = "remove_span"
     ("[dedup.near]\nbands = 4", "both near.bands and near.rows"),
     ("[dedup.near]\nbands = 20\nrows = 10", "at most num_perm"),
     ("[dedup.near]\nverify = \"exactly\"", "verify"),
-    ("[dedup.boilerplate]\nmax_documents = 0", "max_documents"),
+    ("[dedup.boilerplate]\nmax_documents_per_million = 0", "max_documents_per_million"),
     ("[dedup.nearr]\nthreshold = 0.5", "unknown key"),
 ])
 def test_bad_dedup_values_are_rejected(section, message):
     with pytest.raises(ConfigError, match=message):
         parse_build(BUILD + section, "/builds/x.toml")
+
+
+def test_remove_spans_takes_an_edited_copy_whole():
+    table = eval_ngrams([PROBLEM], 13)
+    edited = PROBLEM.replace("explain every step", "explain each and every step")
+    text = f"Keep this opening sentence. {edited} And keep this ending."
+    found = contaminating_items(pa.array([text]), table, 13, 0.3)
+    assert found == {0: {0}}
+    cleaned, spans = remove_spans(text, table, found[0], 13)
+    assert spans == 1 and "each and every" not in cleaned
+    assert cleaned.startswith("Keep this opening sentence.") and cleaned.endswith("And keep this ending.")
+
+
+def test_underscored_identifiers_match_their_words():
+    item = "def count_vowel_words(sentence): return the number of words in the sentence that start with a vowel"
+    table = eval_ngrams([item], 13)
+    prose = "Def count vowel words sentence return the number of words in the sentence that start with a vowel."
+    assert contaminating_items(pa.array([prose]), table, 13, 0.5) == {0: {0}}
+
+
+def test_boilerplate_threshold_is_a_rate_with_a_floor():
+    cfg = BoilerplateConfig()
+    assert boilerplate_threshold(cfg, 4_000) == cfg.min_documents == 20
+    assert boilerplate_threshold(cfg, 25_000_000_000) == 2_500_000
+    assert boilerplate_threshold(BoilerplateConfig(max_documents_per_million=10, min_documents=5), 1_000_000) == 10
+
+
+def test_lines_compare_with_whitespace_normalised():
+    texts = pa.array(["A  navigation\tline long enough\u00a0here \nbody", "a navigation line long enough here"])
+    doc, hashes, ok = candidate_lines(texts, np.array([False, False]), BoilerplateConfig())
+    assert doc.tolist() == [0, 0, 1] and ok.tolist() == [True, False, True]
+    assert hashes[0] == hashes[2]
+
+
+def test_survivor_is_the_central_member_not_the_longest():
+    from pipeline.dedup.clusters import attached_to_survivor, centrality, choose_survivors
+
+    rng = np.random.default_rng(0)
+    original = rng.integers(0, 2**32, 128, dtype=np.uint32)
+    copies = []
+    for k in range(4):  # each copy differs from the original in its own 12 slots: ~0.9 to it, ~0.8 apart
+        copy = original.copy()
+        copy[k * 12: k * 12 + 12] = rng.integers(0, 2**32, 12, dtype=np.uint32)
+        copies.append(copy)
+    far = copies[3].copy()  # chained through copy 3 only, ~0.7 to the original
+    far[60:90] = rng.integers(0, 2**32, 30, dtype=np.uint32)
+    sigs = np.stack([original, *copies, far])
+    groups = np.zeros(6, dtype=np.int64)
+    lengths = np.array([100, 130, 120, 110, 140, 200])  # the most edited are the longest
+    ids = ["o", "c1", "c2", "c3", "c4", "far"]
+    central = centrality(sigs, groups)
+    winner = choose_survivors(groups, ids, np.full(6, np.nan), central, lengths, "best")
+    assert winner.tolist() == [0] * 6
+    assert choose_survivors(groups, ids, np.full(6, np.nan), central, lengths, "longest").tolist() == [5] * 6
+    assert attached_to_survivor(sigs, winner, 0.765).tolist() == [True] * 5 + [False]
+    quality = np.array([np.nan, 0.9, np.nan, np.nan, np.nan, np.nan])
+    assert choose_survivors(groups, ids, quality, central, lengths, "best").tolist() == [1] * 6
