@@ -63,14 +63,21 @@ def _special_ids(cfg: BuildConfig) -> dict[str, int]:
     return {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
 
 
-def generate(folder: str | Path, prompt: str, max_new_tokens: int = 24) -> str:
-    """Greedy continuation of `prompt` by the exported folder, loaded with transformers (a dev dependency)."""
+def require_transformers() -> None:
+    """`--generate` loads the export with transformers, an optional (dev) dependency: say so up front."""
     try:
-        from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
+        import transformers  # noqa: F401
     except ImportError as err:
         raise UserError(f"--generate loads the export with transformers, which cannot be imported ({err}): "
                         f"install it (`pip install 'rnj[dev]'` or `pip install transformers`), or leave out "
                         f"--generate") from err
+
+
+def generate(folder: str | Path, prompt: str, max_new_tokens: int = 24) -> str:
+    """Greedy continuation of `prompt` by the exported folder, loaded with transformers (a dev dependency)."""
+    require_transformers()
+    from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
+
     if not (Path(folder) / "tokenizer.json").exists():
         raise UserError(f"{folder} has no tokenizer.json (the build's tokenize job has not run), so --generate "
                         f"cannot encode a prompt: run `rnj run BUILD_FILE --only tokenize` and export again")

@@ -191,9 +191,11 @@ def train(config: str, stage: str | None, all_stages: bool, dry_run: bool, max_s
 @click.option("--generate", "prompt", default=None, help="then load DST with transformers and continue PROMPT")
 def export(config: str, dst: str, prompt: str | None) -> None:
     """Export the run's latest checkpoint to DST as a Hugging Face Gemma 3 text folder."""
-    from model.export import export_run, generate
+    from model.export import export_run, generate, require_transformers
     from pipeline.config import load_build
 
+    if prompt is not None:
+        require_transformers()  # before the export, not after it
     folder = export_run(load_build(config), dst)
     console.print(f"exported to {folder} (Gemma3ForCausalLM, model_type gemma3_text)")
     if prompt is not None:

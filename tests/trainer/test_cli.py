@@ -30,7 +30,7 @@ def user_error(result) -> str:
     if isinstance(result.exception, UserError):
         return str(result.exception)
     assert result.exit_code == 2 and "Traceback" not in result.output, (result.exit_code, result.output)
-    return result.output
+    return result.stderr
 
 
 def short(message: str) -> str:

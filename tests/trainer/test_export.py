@@ -36,4 +36,6 @@ def test_a_trained_run_exports_to_a_folder_transformers_loads_and_generates_from
     result = CliRunner().invoke(rnj, ["export", str(config), str(tmp_path / "again"), "--generate", "def"])
     message = short(user_error(result))
     assert "--generate loads the export with transformers" in message and "pip install" in message
-    assert (tmp_path / "again" / "config.json").exists(), "the export itself needs no transformers"
+    assert not (tmp_path / "again").exists(), "refused before exporting, not after"
+    folder = export_run(cfg, tmp_path / "again")  # the export itself needs no transformers
+    assert (folder / "config.json").exists()
