@@ -38,38 +38,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import pyarrow.parquet as pq
 
+from bench.proctree import tree_cpu_seconds
 from pipeline.config import TokenizerConfig
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """User + system CPU seconds of process `root` and every live descendant (and their reaped children)."""
-    parents, times = {}, {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry)] = int(fields[1])
-        times[int(entry)] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    total, stack = 0, [root]
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    while stack:
-        pid = stack.pop()
-        total += times.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def measure(run) -> tuple[float, float, int]:
     """(wall seconds, CPU seconds of this process tree, tokens) of one call."""
-    cpu, wall = tree_cpu_seconds(os.getpid()), time.perf_counter()
+    cpu, wall = tree_cpu_seconds(), time.perf_counter()
     tokens = run()
-    return time.perf_counter() - wall, tree_cpu_seconds(os.getpid()) - cpu, tokens
+    return time.perf_counter() - wall, tree_cpu_seconds() - cpu, tokens
 
 
 def main() -> None:

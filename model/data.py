@@ -18,7 +18,8 @@ from model.transformer import IGNORE_INDEX
 from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig
 from pipeline.curriculum import StageConfig, phase_fingerprint
-from pipeline.shards import Phase, SequenceView, open_phase
+from pipeline.errors import UserError
+from pipeline.shards import MANIFEST, Phase, SequenceView, ShardError, open_phase
 
 
 def phase_uri(cfg: BuildConfig, stage: str, phase: str) -> str:
@@ -49,8 +50,14 @@ class StageData:
         for phase in stage.phases:
             uri = phase_uri(cfg, stage.name, phase.name)
             checks = {**expect, "phase": phase.name, "build_hash": phase_fingerprint(stage, phase, cfg.build.seed)}
-            self.train[phase.name] = open_phase(uri, expect=checks, verify=verify)
-            self.eval[phase.name] = open_phase(uri, split="eval", expect=checks, verify=verify)
+            if not _exists(f"{uri}/{MANIFEST}"):
+                raise UserError(f"no shards for stage {stage.name!r}, phase {phase.name!r} under {uri}: build them "
+                                f"first with `rnj run {cfg.path or 'BUILD_FILE'}`")
+            try:
+                self.train[phase.name] = open_phase(uri, expect=checks, verify=verify)
+                self.eval[phase.name] = open_phase(uri, split="eval", expect=checks, verify=verify)
+            except ShardError as err:
+                raise _shard_problem(cfg, stage.name, phase.name, uri, err) from err
         sizes = {p.manifest["vocab_size"] for p in self.train.values()}
         if len(sizes) != 1:
             raise ValueError(f"stage {stage.name!r}: phases were built with different vocabularies {sorted(sizes)}")
@@ -66,7 +73,8 @@ class StageData:
                       device: torch.device) -> list[dict[str, torch.Tensor]]:
         """This rank's share of sequences [first, first + count), in micro-batches of tensors on `device`."""
         if count % world:
-            raise ValueError(f"{count} sequences per step cannot be split evenly over {world} ranks")
+            raise UserError(f"{count} sequences per step cannot be split evenly over {world} ranks; run on a "
+                            f"number of ranks that divides {count}")
         mine = list(range(first + rank, first + count, world))
         views = [self.train[phase].sequence(i) for i in mine]
         return [batch_tensors(views[i:i + micro_batch_size], device)
@@ -78,8 +86,21 @@ class StageData:
         return [batch_tensors(views[i:i + batch_size], device) for i in range(0, len(views), batch_size)]
 
 
-def batch_tensors(views: list[SequenceView], device: torch.device) -> dict[str, torch.Tensor]:
-    """tokens, doc_ids and targets (B, T) for packed sequences.
+def _exists(uri: str) -> bool:
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs.exists(path)
+
+
+def _shard_problem(cfg: BuildConfig, stage: str, phase: str, uri: str, err: ShardError) -> UserError:
+    """A UserError for shards that do not match the build file, with the command that fixes it."""
+    return UserError(f"the shards of {stage}/{phase} under {uri} do not fit the build file: {err}. Rebuild them "
+                     f"with `rnj run {cfg.path or 'BUILD_FILE'} --only build --force`, or train with the build "
+                     f"file they were made from")
+
+
+def batch_tensors(views: list[SequenceView], device: torch.device) -> dict[str, torch.Tensor | int]:
+    """tokens, doc_ids and targets (B, T) for packed sequences, and `num_tokens`, the count of targets that
+    enter the loss (a host int, so that counting the global batch's tokens needs no device sync).
 
     A target is the next token of the same document; it is IGNORE_INDEX at a document's last token, in the
     padding, and (SFT) where the next token is outside the loss mask. The padding is a document of its own."""
@@ -98,7 +119,9 @@ def batch_tensors(views: list[SequenceView], device: torch.device) -> dict[str, 
             keep_next = np.zeros(T, dtype=bool)
             keep_next[:-1] = view.loss_mask[1:].astype(bool)
             targets[row, ~keep_next] = IGNORE_INDEX
-    return {name: torch.from_numpy(array).to(device) for name, array in
-            (("tokens", tokens), ("doc_ids", doc_ids), ("targets", targets))}
+    batch: dict[str, torch.Tensor | int] = {name: torch.from_numpy(array).to(device) for name, array in
+                                             (("tokens", tokens), ("doc_ids", doc_ids), ("targets", targets))}
+    batch["num_tokens"] = int((targets != IGNORE_INDEX).sum())
+    return batch
 
 

@@ -65,7 +65,7 @@ class Distributed:
         if train_cfg.compile:
             compile_blocks(model)
         if self.world_size > 1 and train_cfg.parallel == "fsdp":
-            return shard_model(model, self.device)
+            return shard_model(model, self.device, self.param_dtype)
         model.to(self.device)
         if self.world_size == 1:
             return model
@@ -87,12 +87,24 @@ class Distributed:
         global batch's token count: scaling by the world size makes the reduced gradient the global sum."""
         return self.world_size
 
-    def all_reduce_sum(self, value: float | int) -> float | int:
+    def all_reduce_sum(self, value: float | int | torch.Tensor) -> float | int:
+        """The sum over ranks of a host number or a device scalar (read back to the host: one sync)."""
+        if isinstance(value, torch.Tensor):
+            if self.world_size > 1:
+                value = value.to(torch.float64, copy=True)
+                dist.all_reduce(value)
+            return value.item()
         if self.world_size == 1:
             return value
         tensor = torch.tensor(value, dtype=torch.float64, device=self.device)
         dist.all_reduce(tensor)
         return type(value)(tensor.item())
+
+    @property
+    def param_dtype(self) -> torch.dtype | None:
+        """The dtype FSDP2 gathers the blocks' weights in: bf16 on GPU (what autocast would cast them to),
+        float32 (None) on CPU, where the trainer runs without autocast."""
+        return torch.bfloat16 if self.device.type == "cuda" else None
 
     def autocast(self):
         """bf16 autocast on GPU; float32 everywhere on CPU."""
@@ -101,19 +113,31 @@ class Distributed:
         return contextlib.nullcontext()
 
 
-def shard_model(model: nn.Module, device: torch.device) -> nn.Module:
+def shard_model(model: nn.Module, device: torch.device, param_dtype: torch.dtype | None = None) -> nn.Module:
     """FSDP2: each block is one unit of all-gather / reduce-scatter; the root holds the tied embedding /
-    LM head and the final norm. On GPU the gathered weights are bf16 and gradients reduce in float32
-    (matching the bf16 autocast the trainer uses); float32 throughout on CPU."""
+    LM head and the final norm.
+
+    `param_dtype` (bf16 on GPU, None = float32 on CPU) is the dtype the *blocks'* weights are gathered in;
+    their gradients reduce in float32. Two things are kept in float32 on purpose, so that FSDP2 computes what
+    DDP and inference compute under bf16 autocast:
+    - `cast_forward_inputs=False`: FSDP2 would otherwise cast every floating-point argument of a block to
+      `param_dtype` — the residual stream and the RoPE cos/sin tables (bf16 cos is off by ~2e-3 within 200
+      positions, so training would rotate otherwise than serving). Autocast still runs the matmuls in bf16.
+    - the root (embedding = LM head, final norm) is gathered in float32: a bf16 embedding would start the
+      residual stream from bf16-rounded vectors. The LM head's matmul is cast to bf16 by autocast, as under
+      DDP. Cost: the embedding's all-gather moves float32 (4 bytes per element instead of 2), once per step.
+    Inside a block the norm gains are gathered in `param_dtype` like the matrices (torchtitan's choice); the
+    norms themselves compute in float32 (`RMSNorm`). A forward with bf16 block weights needs autocast."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))
-    policy = (MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-              if device.type == "cuda" else MixedPrecisionPolicy())
+    block_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32,
+                                        cast_forward_inputs=False)
     for block in model.blocks:
-        fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)
+        fully_shard(block, mesh=mesh, mp_policy=block_policy)
+    fully_shard(model, mesh=mesh, mp_policy=MixedPrecisionPolicy(reduce_dtype=torch.float32,
+                                                                  cast_forward_inputs=False))
     return model
 
 
@@ -150,12 +174,13 @@ def compile_blocks(model: nn.Module) -> None:
         block.forward = torch.compile(block.forward, fullgraph=True)
 
 
-def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> float:
+def clip_grad_norm(parameters: list[nn.Parameter], max_norm: float) -> torch.Tensor:
     """`torch.nn.utils.clip_grad_norm_` that also works on FSDP2's sharded gradients: the norm of DTensor
-    shards is reduced over ranks (`full_tensor`) before the clip coefficient is applied."""
+    shards is reduced over ranks (`full_tensor`) before the clip coefficient is applied. Returns the norm as
+    a device scalar: reading it is left to the caller, once the step's work is queued."""
     grads = [p.grad for p in parameters if p.grad is not None]
     total = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
     if isinstance(total, DTensor):
         total = total.full_tensor()
     torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
-    return float(total)
+    return total

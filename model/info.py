@@ -3,7 +3,9 @@
 FLOPs per token follow torchtitan's convention (also the trainer's MFU): 6·N + 12·L·H·Dh·T, where N counts
 every parameter that takes part in a matmul — here all of them, since the tied embedding is the LM head —
 and the second term is attention's q·k and p·v over a full (unmasked) context of T tokens, forward and
-backward. Document masking does less attention work than that; the convention ignores it.
+backward. Causal attention does half of that attention work and document masking less still;
+`training_flops_per_token` counts attention either way ("full", "causal" or "document"), so that an MFU
+figure can say which.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ from dataclasses import dataclass
 
 from model.config import ModelConfig
 
-__all__ = ["ModelInfo", "count_params", "model_info"]
+__all__ = ["ATTENTION_COUNTS", "ModelInfo", "count_params", "model_info", "training_flops_per_token"]
 
 GIB = 2 ** 30
+
+ATTENTION_COUNTS = ("full", "causal", "document")
+"""How attention's FLOPs are counted: every query against all T keys (torchtitan, PaLM); against the keys at
+or before it (T/2 on average: the work a causal kernel does); against the keys of its own document that
+come before it (the work a document-masked kernel needs on packed rows)."""
 
 
 def count_params(cfg: ModelConfig) -> dict[str, int]:
@@ -73,3 +80,22 @@ def model_info(cfg: ModelConfig, *, seq_lens: tuple[int, ...] = (8192, 32768), n
         fp32_grads_bytes=4.0 * n / n_gpus,
         optimizer_bytes=(4.0 * counts["matrices"] + 8.0 * adamw_params) / n_gpus,
     )
+
+
+def training_flops_per_token(cfg: ModelConfig, seq_len: int, attention: str = "full",
+                             doc_lengths: list[list[int]] | None = None) -> float:
+    """Training FLOPs (forward + backward) per token: 6·N + attention, the latter counted as `attention`
+    says (ATTENTION_COUNTS). "document" needs each row's document lengths (rows of `seq_len` tokens): a
+    document of n tokens costs n²/2 query-key pairs, against T²/2 for a causal row."""
+    n = count_params(cfg)["total"]
+    per_pair = 12 * cfg.n_layers * cfg.n_heads * cfg.head_dim  # FLOPs per query-key pair, forward + backward
+    if attention == "full":
+        return 6.0 * n + per_pair * seq_len
+    if attention == "causal":
+        return 6.0 * n + per_pair * seq_len / 2
+    if attention == "document":
+        if not doc_lengths:
+            raise ValueError("attention='document' needs the rows' document lengths")
+        pairs = sum(length * length / 2 for row in doc_lengths for length in row)
+        return 6.0 * n + per_pair * pairs / (len(doc_lengths) * seq_len)
+    raise ValueError(f"attention must be one of {ATTENTION_COUNTS} (got {attention!r})")

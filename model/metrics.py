@@ -1,30 +1,71 @@
-"""Training metrics: one JSON line per step, MFU where a GPU is present, and loss / lr plots."""
+"""Training metrics: one JSON line per step, MFU against a stated peak, and loss / lr plots."""
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-# Dense bf16 peak FLOP/s (no sparsity), by a substring of torch.cuda.get_device_name().
-BF16_PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10G": 70e12}
+BF16_DENSE_PEAK_FLOPS = {
+    "NVIDIA H100 80GB HBM3": 989e12,  # H100 SXM5
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100 NVL": 835e12,
+    "NVIDIA H200": 989e12,  # H200 SXM
+    "NVIDIA H200 NVL": 835e12,
+    "NVIDIA GH200 480GB": 989e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+    "NVIDIA L4": 121e12,
+}
+"""Dense (no sparsity) bf16 tensor-core peak FLOP/s from NVIDIA's data sheets, keyed by the exact name
+`torch.cuda.get_device_name()` returns. Exact names, because one family spans several peaks (an H100 PCIe is
+756 TFLOP/s, an SXM 989): a substring match would credit a PCIe card with the SXM peak and understate MFU.
+Another GPU has no entry: pass its peak explicitly (`--peak-tflops`)."""
 
 
-def device_peak_flops(device: torch.device) -> float | None:
-    """The device's bf16 peak, or None on CPU or an unknown GPU (then no MFU is reported)."""
-    if device.type != "cuda":
+@dataclass(frozen=True)
+class PeakFlops:
+    """The peak an MFU figure is measured against, and where it came from."""
+
+    device: str
+    flops: float
+    source: str
+    """"data sheet" (BF16_DENSE_PEAK_FLOPS) or "given" (an explicit override)."""
+
+    def __str__(self) -> str:
+        return f"{self.flops / 1e12:,.0f} TFLOP/s bf16 dense ({self.device}, {self.source})"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def device_peak_flops(device: torch.device, override_tflops: float | None = None) -> PeakFlops | None:
+    """The peak to measure MFU against: `override_tflops` if given, else the data-sheet figure for this exact
+    GPU; None on CPU or an unlisted GPU (then no MFU is reported)."""
+    name = device_name(device)
+    if override_tflops is not None:
+        if override_tflops <= 0:
+            raise ValueError(f"peak TFLOP/s must be positive (got {override_tflops})")
+        return PeakFlops(name, override_tflops * 1e12, "given")
+    if device.type != "cuda" or name not in BF16_DENSE_PEAK_FLOPS:
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in BF16_PEAK_FLOPS.items() if key in name), None)
+    return PeakFlops(name, BF16_DENSE_PEAK_FLOPS[name], "data sheet")
 
 
-def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float | None, world_size: int = 1) -> float | None:
-    """Model FLOPs utilisation (torchtitan's convention: 6·N + 12·L·H·Dh·T FLOPs per token)."""
-    if peak_flops is None:
+def mfu(tokens_per_second: float, flops_per_token: float, peak: PeakFlops | None, world_size: int = 1
+        ) -> float | None:
+    """Model FLOPs utilisation: achieved model FLOP/s over the peak of all `world_size` devices."""
+    if peak is None:
         return None
-    return tokens_per_second * flops_per_token / (peak_flops * world_size)
+    return tokens_per_second * flops_per_token / (peak.flops * world_size)
 
 
 class MetricsLog:

@@ -322,3 +322,39 @@ def test_gpu_flex_and_sdpa_paths_agree_forward_and_grads():
     for name in ("flex", "auto"):
         torch.testing.assert_close(results[name][0], results["dense"][0], atol=1e-3, rtol=1e-5)
         _assert_grads_close(results[name][1], results["dense"][1], atol=1e-3)
+
+
+def _relative_error(got: dict, want: dict) -> float:
+    diff = sum(float((got[n].float() - want[n].float()).pow(2).sum()) for n in want)
+    return (diff / sum(float(w.float().pow(2).sum()) for w in want.values())) ** 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: flex_attention has no CPU backward")
+def test_gpu_bf16_flex_and_sdpa_paths_agree_forward_and_grads():
+    # What the GPU trainer runs: bf16 autocast, compiled blocks, flex_attention's block mask on packed rows.
+    # The two kernels round bf16 differently, so each is compared with the float32 result: flex must be as
+    # close to it as dense-mask SDPA is (within a factor of 2), and the two must agree with each other.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    model = _tiny().cuda()
+    compiled = copy.deepcopy(model)
+    compiled.compile_blocks()
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, 512, (2, 256), generator=g).cuda()
+    targets = torch.randint(0, 512, (2, 256), generator=g).cuda()
+    doc_ids = doc_ids_from_starts([[0, 37, 100, 201], [0, 128]], 256, device="cuda")
+    results = {}
+    for name, net, impl, dtype in (("float32", model, "sdpa", None), ("dense", model, "sdpa", torch.bfloat16),
+                                   ("flex", compiled, "flex", torch.bfloat16)):
+        net.zero_grad()
+        with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+            out = net(tokens, doc_ids, targets=targets, attn_impl=impl)
+        out.loss_sum.backward()
+        results[name] = (out.mean.detach(), _grads(net))
+    want_loss, want_grads = results["float32"]
+    loss_error = {k: float((results[k][0] - want_loss).abs() / want_loss) for k in ("dense", "flex")}
+    grad_error = {k: _relative_error(results[k][1], want_grads) for k in ("dense", "flex")}
+    assert loss_error["dense"] < 1e-2 and loss_error["flex"] < 1e-2, loss_error
+    assert grad_error["dense"] < 5e-2 and grad_error["flex"] < 5e-2, grad_error
+    assert grad_error["flex"] <= 2 * grad_error["dense"] + 1e-3, grad_error
+    assert _relative_error(results["flex"][1], results["dense"][1]) < 5e-2

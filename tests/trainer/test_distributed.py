@@ -125,7 +125,8 @@ def _muon_and_fsdp_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        results = {"muon": _check_distributed_muon(world), "fsdp": _check_fsdp_gradients(rank, world)}
+        results = {"muon": _check_distributed_muon(world), "fsdp": _check_fsdp_gradients(rank, world),
+                   "precision": _check_fsdp_bf16_precision(rank, world)}
         if rank == 0:
             torch.save(results, out)
     finally:
@@ -181,6 +182,54 @@ def _check_fsdp_gradients(rank: int, world: int) -> dict:
             "dtensor_params": all(type(p).__name__ == "DTensor" for p in model.parameters())}
 
 
+def _check_fsdp_bf16_precision(rank: int, world: int) -> dict:
+    """FSDP2 with bf16 block weights (the GPU policy) under bf16 autocast, on CPU: record the dtypes that
+    reach each block and `apply_rope`, and compare the loss with one process under the same autocast."""
+    import model.transformer as transformer
+    from model.distributed import shard_model
+
+    def build():
+        torch.manual_seed(0)
+        return Transformer(get_preset("tiny"))
+
+    seen = {"block_in": set(), "block_out": set(), "rope_x": set(), "rope_tables": set(), "tables_exact": []}
+    block_forward, rope = transformer.Block.forward, transformer.apply_rope
+
+    def recording_block(self, x_BTD, cos, sin, mask):
+        seen["block_in"].add(str(x_BTD.dtype))
+        out = block_forward(self, x_BTD, cos, sin, mask)
+        seen["block_out"].add(str(out.dtype))
+        return out
+
+    def recording_rope(x, cos, sin):
+        seen["rope_x"].add(str(x.dtype))
+        seen["rope_tables"] |= {str(cos.dtype), str(sin.dtype)}
+        T = cos.shape[1]
+        seen["tables_exact"].append(torch.equal(cos[0, :, 0], expected_cos[:T]))
+        return rope(x, cos, sin)
+
+    expected_cos = transformer.rope_tables(get_preset("tiny"))[0]
+    tokens = torch.randint(0, 512, (2, 200), generator=torch.Generator().manual_seed(3))
+    targets = tokens.roll(-1, 1)
+    reference = build()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = reference(tokens, targets=targets).loss_sum
+    model = build()
+    shard_model(model, torch.device("cpu"), param_dtype=torch.bfloat16)
+    transformer.Block.forward, transformer.apply_rope = recording_block, recording_rope
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(tokens, targets=targets).loss_sum  # every rank the same rows: the same loss
+        got.backward()
+    finally:
+        transformer.Block.forward, transformer.apply_rope = block_forward, rope
+    grad_dtypes = {str(p.grad.dtype) for p in model.parameters()}
+    return {**{k: sorted(v) for k, v in seen.items() if k != "tables_exact"},
+            "tables_exact": all(seen["tables_exact"]) and len(seen["tables_exact"]) > 0,
+            "loss_relative_error": float((got.detach() - want).abs() / want.abs()),
+            "grad_dtypes": sorted(grad_dtypes)}
+
+
 @pytest.fixture(scope="module")
 def spawned(tmp_path_factory):
     out = tmp_path_factory.mktemp("spawn") / "results.pt"
@@ -203,6 +252,19 @@ def test_fsdp_gradients_equal_one_process_with_checkpointing_and_chunked_loss(sp
     result = spawned["fsdp"]
     assert result["dtensor_params"] and result["optimizer"] == "DistributedMuon"
     assert result["worst_relative_grad_error"] < 1e-5
+
+
+def test_fsdp_bf16_keeps_rope_tables_and_residual_stream_in_float32(spawned):
+    result = spawned["precision"]
+    assert result["block_in"] == ["torch.float32"] and result["block_out"] == ["torch.float32"], \
+        "the residual stream enters and leaves every block in float32 (the embedding is gathered in float32)"
+    assert result["rope_tables"] == ["torch.float32"] and result["tables_exact"], \
+        "apply_rope gets the model's float32 cos/sin tables, not a bf16 copy"
+    assert result["rope_x"] == ["torch.bfloat16"], "queries and keys are bf16 (autocast matmuls)"
+    assert result["grad_dtypes"] == ["torch.float32"], "gradients reduce into float32 shards"
+    # Autocast rounds the matrices to bf16 as FSDP2's gather does, and the norm gains start at 0 (exact in
+    # bf16), so the loss is one process's to the bit here (bf16 RoPE and residual gave 1e-4 relative).
+    assert result["loss_relative_error"] < 1e-6, "the same loss as one process under bf16 autocast"
 
 
 # -- the trainer under torchrun ---------------------------------------------------------------------------
