@@ -265,6 +265,9 @@ def _held_out_offsets(bucketed: DataFrame, cuts: dict[str, EvalCut]) -> dict[str
     return {k: c.before + (inside.get(k) or 0) for k, c in cuts.items()}
 
 
+DIFFICULTY_SCALE = 100_000
+
+
 def _phase_figures(phase: PhaseConfig, copies: DataFrame, stats: list[dict], held_out: dict[str, int]) -> dict:
     """What the report draws for a phase, from the persisted copies and the shards' stats rows: documents by
     length (power-of-two bins of token slots, one copy each), sequences by padding, held-out tokens per bucket
@@ -277,9 +280,11 @@ def _phase_figures(phase: PhaseConfig, copies: DataFrame, stats: list[dict], hel
         "padding_per_sequence": merge_counts(json.loads(s["padding_hist"]) for s in stats if s["shard"] >= 0),
         "held_out_tokens": dict(sorted(held_out.items())),
     }
-    if phase.ordering == "easy_to_hard":
-        sums = train.groupBy("_bin").agg(F.sum("cost").alias("cost"), F.sum(F.col("cost") * F.col("okey")).alias("d"))
-        figures["difficulty_by_decile"] = decile_means(sorted((r["_bin"], r["cost"], r["d"]) for r in sums.collect()))
+    if phase.ordering == "easy_to_hard":  # integer sums (difficulty in 1e-5 steps): the same whatever the order
+        scaled = F.col("cost") * F.round(F.col("okey") * DIFFICULTY_SCALE).cast("long")
+        sums = train.groupBy("_bin").agg(F.sum("cost").alias("cost"), F.sum(scaled).alias("d")).collect()
+        figures["difficulty_by_decile"] = decile_means(
+            sorted((r["_bin"], r["cost"], r["d"] / DIFFICULTY_SCALE) for r in sums))
     return figures
 
 

@@ -23,7 +23,7 @@ from rnj.shards_cmd import shards_group
 from rnj.tokenizer_cmd import tokenizer_group
 from rnj.traces_cmd import traces_group
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs keep whole table rows
 
 
 class RnjGroup(click.Group):
