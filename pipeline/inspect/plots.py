@@ -126,7 +126,9 @@ def histogram_panels(panels: list[tuple[str, list[str], list[int]]], xlabel: str
     rows = -(-len(panels) // cols)
     fig, axes = _figure(rows, cols, 4.2 * cols, 3.0 * rows)
     for k, (ax, (name, labels, counts)) in enumerate(zip(axes.flat, panels)):
-        ax.bar(np.arange(len(labels)), counts, color=COLOURS[k % len(COLOURS)])
+        bars = ax.bar(np.arange(len(labels)), counts, color=COLOURS[k % len(COLOURS)])
+        ax.bar_label(bars, [f"{c:,}" if c else "" for c in counts], fontsize=7)  # small bars stay readable
+        ax.margins(y=0.12)
         ax.set_xticks(np.arange(len(labels)), labels, rotation=45 if len(labels) > 5 else 0,
                       ha="right" if len(labels) > 5 else "center", fontsize=8)
         ax.set_title(name, fontsize=10)
@@ -192,6 +194,8 @@ def dedup_rounds(rounds: list[str], dropped: list[int], kept_share: list[float],
     if sizes:
         _grouped(axes[0, 1], sizes, {name: [per.get(k, 0) for k in sizes] for name, per in cluster_sizes.items()},
                  "clusters by size (documents in the cluster)", "clusters")
+        for bars in axes[0, 1].containers:
+            axes[0, 1].bar_label(bars, [f"{v:,.0f}" if v else "" for v in bars.datavalues], fontsize=7)
         if len(cluster_sizes) == 1:
             axes[0, 1].set_title(f"{next(iter(cluster_sizes))}: clusters by size", fontsize=10)
     else:
@@ -223,14 +227,17 @@ def training_curves(records: list[dict], title: str) -> bytes:
     for ax in (ax_loss, ax_lr):
         for step, _ in starts[1:]:
             ax.axvline(step - 0.5, color="#8C8C8C", linestyle=":", linewidth=1)
-    for step, name in starts:
-        ax_loss.annotate(name, (step, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -3),
-                         textcoords="offset points", fontsize=7, va="top", rotation=90, color="#5a6478")
+    if starts:  # the phases named above the loss panel, each at its middle, clear of the curves
+        ends = [step - 0.5 for step, _ in starts[1:]] + [rows[-1]["step"] + 0.5]
+        middles = [(step - 0.5 + end) / 2 for (step, _), end in zip(starts, ends)]
+        names = ax_loss.secondary_xaxis("top")
+        names.set_xticks(middles, [name for _, name in starts], fontsize=7, rotation=15 if len(starts) > 3 else 0)
+        names.tick_params(length=0, colors="#3b4455")
     ax_loss.set_ylabel("loss")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("step (dotted: phase boundaries)")
     if rows:
-        ax_loss.legend(fontsize=8, loc="upper right")
+        ax_loss.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(title, fontsize=11)
     return _png(fig)
 

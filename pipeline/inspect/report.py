@@ -222,8 +222,8 @@ def _grading(out: _Output, with_plots: bool) -> Section:
 def _difficulty(section: Section, difficulty: dict | None, with_plots: bool) -> None:
     """The difficulty score's distribution per domain and its tiers (the grade report's `difficulty`)."""
     if not difficulty:
-        section.notes.append("no difficulty distribution in the grade report (the grade job predates it): "
-                             "rerun `rnj run CONFIG --only grade --force` to see it")
+        section.notes.append("no difficulty distribution in the grade report (its `difficulty` figures come from "
+                             "grade jobs that score difficulty with a calibrated model)")
         return
     model = difficulty.get("model") or {}
     source = difficulty.get("source", "?")

@@ -47,8 +47,10 @@ def test_training_curves_have_a_title_and_phase_boundaries():
         plots._png = original
     fig = drawn[0]
     assert fig._suptitle.get_text() == "training run: 9 steps"
-    loss, lr = fig.axes
+    loss, lr = fig.axes[:2]
     boundaries = sorted({line.get_xdata()[0] for line in loss.lines if line.get_linestyle() == ":"})
     assert boundaries == [3.5, 6.5]  # stable -> decay, decay -> chat
-    assert [t.get_text() for t in loss.texts] == ["pretrain/stable", "pretrain/decay", "sft/chat"]
+    names = loss.child_axes[0]  # the phases, named above the loss panel at their middles
+    assert [t.get_text() for t in names.get_xticklabels()] == ["pretrain/stable", "pretrain/decay", "sft/chat"]
+    assert list(names.get_xticks()) == [2.0, 5.0, 8.0]
     assert sorted({line.get_xdata()[0] for line in lr.lines if line.get_linestyle() == ":"}) == [3.5, 6.5]
