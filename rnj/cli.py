@@ -23,7 +23,7 @@ from rnj.shards_cmd import shards_group
 from rnj.tokenizer_cmd import tokenizer_group
 from rnj.traces_cmd import traces_group
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs keep whole table rows
 
 
 class RnjGroup(click.Group):
@@ -113,13 +113,13 @@ def run(config: str, only: str | None, until: str | None, force: bool, master: s
             click.echo(spark_submit_command(name, config, force))
         return
     for line in preflight(cfg, names):
-        console.print(line, highlight=False)
+        click.echo(line)
     from jobs.common import describe
     from jobs.progress import SparkProgress, progress_interval, ui_address
     from jobs.spark import get_spark
 
     spark = get_spark(master, app_name=f"rnj-{cfg.build.name}")
-    console.print(ui_address(spark), highlight=False)
+    click.echo(ui_address(spark))
     results = []
     for i, name in enumerate(names, start=1):
         title = f"[{i}/{len(names)}] {name}"
@@ -128,10 +128,10 @@ def run(config: str, only: str | None, until: str | None, force: bool, master: s
                     spark, name, every=1.0, emit=lambda lines, t=title, s=status: s.update(f"{t}: {lines[0]}")):
                 result = job_module(name).run(spark, cfg, force=force)
         else:
-            click.echo(f"{title} started", err=False)
+            click.echo(f"{title} started")
             with SparkProgress(spark, name, every=progress_interval(progress_every)):
                 result = job_module(name).run(spark, cfg, force=force)
-        console.print(describe(result), highlight=False)
+        click.echo(describe(result))
         results.append(result)
     console.print(_ledger_table(results))
     console.print(f"outputs under {cfg.build.output}")
