@@ -98,7 +98,7 @@ def run_gpu_tests(timeout: float) -> dict:
         command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={report}",
                    "tests/model/test_transformer.py", "-k", "gpu"]
         try:
-            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout,
+            done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
                                   env=dict(os.environ, PYTHONPATH=str(REPO)))
         except subprocess.TimeoutExpired:
             return {"status": f"timed out after {timeout:.0f} s"}
@@ -139,7 +139,9 @@ def summarise(results: dict) -> dict:
     if packed and packed["mfu_step"]["full"] is not None:
         goals["mfu_8k_packed >= 45%"] = packed["mfu_step"]["full"] >= GOALS["mfu_8k"]
     if packed:
-        goals["optimizer <= 2% of a 1M-token step"] = packed["optimizer_share"] <= GOALS["optimizer_share_at_1m"]
+        out["global_batch_tokens"] = packed["global_batch_tokens"]
+        goals["optimizer <= 2% of a step at the global batch"] = \
+            packed["optimizer_share"] <= GOALS["optimizer_share_at_1m"]
     if long:
         goals["32k fits in 80 GB"] = long["peak_memory_gib"] <= GOALS["memory_gib_32k"]
     if like and anchor and like["mfu_step"]["full"] and anchor["mfu_step"]["full"]:

@@ -49,7 +49,7 @@ from pipeline.mixing import (
     conversation,
     conversation_id,
     eval_cuts,
-    eval_targets,
+    eval_limits,
     expand_copies,
     file_header,
     group_repo_files,
@@ -223,7 +223,7 @@ def _build_phase(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, t
         bin_costs[key] = bin_costs.get(key, 0) + row["cost"]
         totals[row["bucket"]] = totals.get(row["bucket"], 0) + row["cost"]
         sources_by_bucket.setdefault(row["bucket"], set()).add(row["source"])
-    train_offset = _held_out_offsets(bucketed, eval_cuts(bin_costs, eval_targets(stage, phase, totals)))
+    train_offset = _held_out_offsets(bucketed, eval_cuts(bin_costs, eval_limits(stage, phase, totals)))
     supply = {k: totals.get(k, 0) - train_offset.get(k, 0) for k in phase.weights}
     plan = plan_phase(phase, content_tokens(stage, phase), supply, bucket_caps(phase, sources_by_bucket))
     sources = sorted(set().union(*sources_by_bucket.values())) if sources_by_bucket else []
@@ -250,13 +250,22 @@ def _held_out_offsets(bucketed: DataFrame, cuts: dict[str, EvalCut]) -> dict[str
         return {}
     in_cut = functools.reduce(lambda a, b: a | b, [(F.col("bucket") == k) & (F.col("_bin") == c.bin)
                                                    for k, c in sorted(cuts.items())])
-    room = functools.reduce(lambda expr, kc: expr.when(F.col("bucket") == kc[0], F.lit(kc[1].room)),
-                            sorted(cuts.items())[1:], F.when(F.col("bucket") == min(cuts), F.lit(cuts[min(cuts)].room)))
+
+    def per_bucket(room):
+        first, *rest = sorted(cuts)
+        return functools.reduce(lambda expr, k: expr.when(F.col("bucket") == k, F.lit(room(cuts[k]))), rest,
+                                F.when(F.col("bucket") == first, F.lit(room(cuts[first]))))
+
     running = F.sum("cost").over(Window.partitionBy("bucket").orderBy("skey", "id")
                                  .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+    held = ((F.col("_end") - F.col("cost") < per_bucket(lambda c: c.start_room))
+            & (F.col("_end") <= per_bucket(lambda c: c.end_room)))
     inside = dict(bucketed.where(in_cut).select("bucket", "cost", "skey", "id").withColumn("_end", running)
-                  .where(F.col("_end") <= room).groupBy("bucket").agg(F.max("_end")).collect())
+                  .where(held).groupBy("bucket").agg(F.max("_end")).collect())
     return {k: c.before + (inside.get(k) or 0) for k, c in cuts.items()}
+
+
+DIFFICULTY_SCALE = 100_000
 
 
 def _phase_figures(phase: PhaseConfig, copies: DataFrame, stats: list[dict], held_out: dict[str, int]) -> dict:
@@ -271,9 +280,11 @@ def _phase_figures(phase: PhaseConfig, copies: DataFrame, stats: list[dict], hel
         "padding_per_sequence": merge_counts(json.loads(s["padding_hist"]) for s in stats if s["shard"] >= 0),
         "held_out_tokens": dict(sorted(held_out.items())),
     }
-    if phase.ordering == "easy_to_hard":
-        sums = train.groupBy("_bin").agg(F.sum("cost").alias("cost"), F.sum(F.col("cost") * F.col("okey")).alias("d"))
-        figures["difficulty_by_decile"] = decile_means(sorted((r["_bin"], r["cost"], r["d"]) for r in sums.collect()))
+    if phase.ordering == "easy_to_hard":  # integer sums (difficulty in 1e-5 steps): the same whatever the order
+        scaled = F.col("cost") * F.round(F.col("okey") * DIFFICULTY_SCALE).cast("long")
+        sums = train.groupBy("_bin").agg(F.sum("cost").alias("cost"), F.sum(scaled).alias("d")).collect()
+        figures["difficulty_by_decile"] = decile_means(
+            sorted((r["_bin"], r["cost"], r["d"] / DIFFICULTY_SCALE) for r in sums))
     return figures
 
 

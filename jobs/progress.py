@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -58,8 +59,14 @@ def elapsed(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def short_call_site(name: str) -> str:
+    """Spark names a stage after its call site: `collect at /long/path/jobs/ingest.py:83` -> `collect at
+    ingest.py:83`."""
+    return re.sub(r" at \S*/([^/\s]+)$", r" at \1", name)
+
+
 def describe_stage(s: StageProgress) -> str:
-    line = f"stage {s.stage_id} ({s.name}): {s.done}/{s.tasks} tasks done, {s.running} running"
+    line = f"stage {s.stage_id} ({short_call_site(s.name)}): {s.done}/{s.tasks} tasks done, {s.running} running"
     if s.failed:
         line += f", {s.failed} failed"
     moved = []

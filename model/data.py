@@ -9,6 +9,7 @@ skipped, and the checkpoint only needs the step and the shards' build hash to pr
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import fsspec
 import numpy as np
@@ -73,8 +74,7 @@ class StageData:
                       device: torch.device) -> list[dict[str, torch.Tensor]]:
         """This rank's share of sequences [first, first + count), in micro-batches of tensors on `device`."""
         if count % world:
-            raise UserError(f"{count} sequences per step cannot be split evenly over {world} ranks; run on a "
-                            f"number of ranks that divides {count}")
+            raise ValueError(f"{count} sequences per step cannot be split evenly over {world} ranks")
         mine = list(range(first + rank, first + count, world))
         views = [self.train[phase].sequence(i) for i in mine]
         return [batch_tensors(views[i:i + micro_batch_size], device)
@@ -111,9 +111,9 @@ def batch_tensors(views: list[SequenceView], device: torch.device) -> dict[str, 
     for row, view in enumerate(views):
         offsets = view.doc_offsets.astype(np.int64)
         bounds = list(offsets) + ([T] if offsets[-1] < T else [])
-        for doc, (start, end) in enumerate(zip(bounds[:-1], bounds[1:])):
+        for doc, (start, end) in enumerate(itertools.pairwise(bounds)):
             doc_ids[row, start:end] = doc
-        for start, end in zip(offsets[:-1], offsets[1:]):  # real documents only, not the padding
+        for start, end in itertools.pairwise(offsets):  # real documents only, not the padding
             targets[row, start:end - 1] = tokens[row, start + 1:end]
         if view.loss_mask is not None:
             keep_next = np.zeros(T, dtype=bool)

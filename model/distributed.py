@@ -87,7 +87,7 @@ class Distributed:
         global batch's token count: scaling by the world size makes the reduced gradient the global sum."""
         return self.world_size
 
-    def all_reduce_sum(self, value: float | int | torch.Tensor) -> float | int:
+    def all_reduce_sum(self, value: float | torch.Tensor) -> float | int:
         """The sum over ranks of a host number or a device scalar (read back to the host: one sync)."""
         if isinstance(value, torch.Tensor):
             if self.world_size > 1:

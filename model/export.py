@@ -18,16 +18,23 @@ from model.train import model_config, run_dir_of
 from model.transformer import Transformer
 from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig
+from pipeline.errors import UserError
 
 
 def export_run(cfg: BuildConfig, dst: str | Path, overwrite: bool = True) -> Path:
     """Write the run's latest checkpoint to `dst` as a Hugging Face Gemma 3 text folder."""
     checkpoints = Checkpointer(run_dir_of(cfg) / "checkpoints")
     latest = checkpoints.latest()
+    build_file = cfg.path or "BUILD_FILE"
     if latest is None:
-        raise FileNotFoundError(f"no complete checkpoint in {checkpoints.folder}: train first (rnj train CONFIG --all)")
+        raise UserError(f"no complete checkpoint in {checkpoints.folder} to export: train first "
+                        f"(`rnj train {build_file} --all`)")
     stage_name = _stage_of(latest)
-    stage = next(s for s in cfg.stages if s.name == stage_name)
+    stage = next((s for s in cfg.stages if s.name == stage_name), None)
+    if stage is None:
+        raise UserError(f"the latest checkpoint {latest} is of stage {stage_name!r}, which {build_file} no longer "
+                        f"has (its stages: {[s.name for s in cfg.stages]}): export with the build file it was "
+                        f"trained with")
     vocab_size = StageData(cfg, stage, verify="metadata").vocab_size
     model = Transformer(model_config(cfg, stage, vocab_size))
     Checkpointer.load_weights(latest, model)
@@ -56,9 +63,24 @@ def _special_ids(cfg: BuildConfig) -> dict[str, int]:
     return {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
 
 
+def require_transformers() -> None:
+    """`--generate` loads the export with transformers, an optional (dev) dependency: say so up front."""
+    try:
+        import transformers  # noqa: F401
+    except ImportError as err:
+        raise UserError(f"--generate loads the export with transformers, which cannot be imported ({err}): "
+                        f"install it (`pip install 'rnj[dev]'` or `pip install transformers`), or leave out "
+                        f"--generate") from err
+
+
 def generate(folder: str | Path, prompt: str, max_new_tokens: int = 24) -> str:
     """Greedy continuation of `prompt` by the exported folder, loaded with transformers (a dev dependency)."""
+    require_transformers()
     from transformers import Gemma3ForCausalLM, PreTrainedTokenizerFast
+
+    if not (Path(folder) / "tokenizer.json").exists():
+        raise UserError(f"{folder} has no tokenizer.json (the build's tokenize job has not run), so --generate "
+                        f"cannot encode a prompt: run `rnj run BUILD_FILE --only tokenize` and export again")
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(str(folder))
     model = Gemma3ForCausalLM.from_pretrained(str(folder)).eval()

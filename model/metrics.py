@@ -48,14 +48,20 @@ def device_name(device: torch.device) -> str:
 
 
 def device_peak_flops(device: torch.device, override_tflops: float | None = None) -> PeakFlops | None:
-    """The peak to measure MFU against: `override_tflops` if given, else the data-sheet figure for this exact
-    GPU; None on CPU or an unlisted GPU (then no MFU is reported)."""
-    name = device_name(device)
+    """The peak to measure MFU against on `device` (see `peak_flops`); None on CPU without an override."""
+    if device.type != "cuda" and override_tflops is None:
+        return None
+    return peak_flops(device_name(device), override_tflops)
+
+
+def peak_flops(name: str, override_tflops: float | None = None) -> PeakFlops | None:
+    """`override_tflops` if given, else the data-sheet figure for exactly this device name, else None (then
+    no MFU is reported: an unknown GPU is not guessed)."""
     if override_tflops is not None:
         if override_tflops <= 0:
             raise ValueError(f"peak TFLOP/s must be positive (got {override_tflops})")
         return PeakFlops(name, override_tflops * 1e12, "given")
-    if device.type != "cuda" or name not in BF16_DENSE_PEAK_FLOPS:
+    if name not in BF16_DENSE_PEAK_FLOPS:
         return None
     return PeakFlops(name, BF16_DENSE_PEAK_FLOPS[name], "data sheet")
 

@@ -286,10 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The torchrun entry point. A UserError ends it with its message and exit code 2, as `rnj` does: in a
+    pod's log one line saying what to fix beats a traceback."""
     args = build_parser().parse_args(argv)
-    train_command(args.config, stage=args.stage, all_stages=args.all, dry_run=args.dry_run,
-                  max_steps=args.max_steps, plot=args.plot, log_interval_s=args.log_interval,
-                  peak_tflops=args.peak_tflops)
+    try:
+        train_command(args.config, stage=args.stage, all_stages=args.all, dry_run=args.dry_run,
+                      max_steps=args.max_steps, plot=args.plot, log_interval_s=args.log_interval,
+                      peak_tflops=args.peak_tflops)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def train_command(config: str, *, stage: str | None = None, all_stages: bool = False, dry_run: bool = False,

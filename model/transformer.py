@@ -14,7 +14,8 @@ Block (pre- and post-norm around each branch, "sandwich" norms as in Gemma 2/3):
     └───────────────────────────────────────────────┘└─────────────────────────────────────────┘
 
 Precision: parameters stay float32; on GPU run under `torch.autocast("cuda", torch.bfloat16)`. Norms, RoPE
-and the loss compute in float32 whatever the autocast dtype; the residual stream stays float32.
+and the loss compute in float32 whatever the autocast dtype; the residual stream stays float32 (under FSDP2
+too: model/distributed.py's policy keeps each block's inputs, and the embedding, in float32).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ conversation, already framed by the chat template, costs its `num_tokens`. A pha
 `content_tokens(stage, phase)` slots exactly: the budget less the padding slack.
 
 1. Buckets: each document falls in at most one bucket of the phase (`PhaseConfig.bucket_of`).
-2. Held out first: in each bucket, the longest prefix of documents in selection-key order that fits the
-   bucket's eval share (`eval_targets`: never more than `max_eval_fraction` of the bucket's tokens).
+2. Held out first: in each bucket, the documents in selection-key order that start within the bucket's
+   eval share and end within `max_eval_fraction` of its tokens (`EvalLimit`): the cap always holds.
 3. `plan_phase`: each bucket's share of the content, in exact integers (largest remainder), becomes
    `epochs` full passes over its remaining supply plus a `remainder` of tokens; a share beyond the epoch
    cap fails naming the bucket, or is redistributed when the phase says so.
@@ -91,12 +91,26 @@ def content_tokens(stage: StageConfig, phase: PhaseConfig) -> int:
     return phase.tokens - math.ceil(phase.tokens * phase.pack_slack)
 
 
-def eval_targets(stage: StageConfig, phase: PhaseConfig, totals: dict[str, int]) -> dict[str, int]:
-    """Most held-out tokens per bucket: `eval_sequences` worth, by weight, at most the phase's
-    `max_eval_fraction` of each bucket's tokens."""
+@dataclass(frozen=True)
+class EvalLimit:
+    """A bucket's held-out documents, in selection-key order: those that start before `target` tokens and
+    end within `cap` tokens. So the split takes about its share of `eval_sequences` (one document may run
+    past the target) and never more than the cap."""
+
+    target: int
+    cap: int
+    """The phase's `max_eval_fraction` of the bucket's tokens."""
+
+
+def eval_limits(stage: StageConfig, phase: PhaseConfig, totals: dict[str, int]) -> dict[str, EvalLimit]:
+    """Per bucket: `eval_sequences` worth of held-out tokens, by weight, within `max_eval_fraction`."""
     want = int(phase.eval_sequences * stage.seq_len * (1 - phase.pack_slack))
     shares = allocate(want, phase.target_weights())
-    return {k: min(v, int(totals.get(k, 0) * phase.max_eval_fraction)) for k, v in shares.items()}
+    limits = {}
+    for k, share in shares.items():
+        cap = int(totals.get(k, 0) * phase.max_eval_fraction)
+        limits[k] = EvalLimit(min(share, cap), cap)
+    return limits
 
 
 def bucket_caps(phase: PhaseConfig, sources_by_bucket: dict[str, Iterable[str]]) -> dict[str, float]:
@@ -133,34 +147,37 @@ def bin_offsets(bin_costs: dict[tuple, int]) -> dict[tuple, int]:
 @dataclass(frozen=True)
 class EvalCut:
     """Where a bucket's held-out prefix ends, from per-bin sums: every bin before `bin` is held out whole
-    (`before` tokens); inside `bin`, documents in key order are held out while they fit in `room` tokens."""
+    (`before` tokens); inside `bin`, documents in key order are held out while they start within
+    `start_room` and end within `end_room` tokens of the bin's start (`held_out_prefix`)."""
 
     bin: int
     before: int
-    room: int
+    start_room: int
+    end_room: int
 
 
-def eval_cuts(bin_costs: dict[tuple[str, int], int], targets: dict[str, int]) -> dict[str, EvalCut]:
-    """Per bucket with a positive target: the key bin its held-out limit falls in (a target is below the
-    bucket's total, so there is one). Only the documents of that bin need to be looked at one by one
-    (`held_out_prefix`) to place the split exactly."""
+def eval_cuts(bin_costs: dict[tuple[str, int], int], limits: dict[str, EvalLimit]) -> dict[str, EvalCut]:
+    """Per bucket with a positive target: the key bin its target falls in (a target is below the bucket's
+    total, so there is one). Only the documents of that bin need to be looked at one by one to place the
+    split exactly; the bins before it end within the target, hence within the cap."""
     cuts: dict[str, EvalCut] = {}
     offsets = bin_offsets(bin_costs)
     for (bucket, b), cost in sorted(bin_costs.items()):
-        limit = targets.get(bucket, 0)
-        if limit <= 0 or bucket in cuts:
+        limit = limits.get(bucket)
+        if limit is None or limit.target <= 0 or bucket in cuts:
             continue
         before = offsets[(bucket, b)]
-        if before + cost > limit:
-            cuts[bucket] = EvalCut(b, before, limit - before)
+        if before + cost > limit.target:
+            cuts[bucket] = EvalCut(b, before, limit.target - before, limit.cap - before)
     return cuts
 
 
-def held_out_prefix(costs_in_key_order: Iterable[int], room: int) -> int:
-    """Tokens of the longest prefix of a bin's documents (in key order) that fits in `room`."""
+def held_out_prefix(costs_in_key_order: Iterable[int], start_room: int, end_room: int) -> int:
+    """Tokens of the documents of a bin (in key order) held out: the prefix of those that start before
+    `start_room` and end within `end_room`."""
     used = 0
     for cost in costs_in_key_order:
-        if used + cost > room:
+        if used >= start_room or used + cost > end_room:
             break
         used += cost
     return used

@@ -23,7 +23,7 @@ from rnj.shards_cmd import shards_group
 from rnj.tokenizer_cmd import tokenizer_group
 from rnj.traces_cmd import traces_group
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 160)  # logs keep whole table rows
 
 
 class RnjGroup(click.Group):
@@ -113,13 +113,13 @@ def run(config: str, only: str | None, until: str | None, force: bool, master: s
             click.echo(spark_submit_command(name, config, force))
         return
     for line in preflight(cfg, names):
-        console.print(line, highlight=False)
+        click.echo(line)
     from jobs.common import describe
     from jobs.progress import SparkProgress, progress_interval, ui_address
     from jobs.spark import get_spark
 
     spark = get_spark(master, app_name=f"rnj-{cfg.build.name}")
-    console.print(ui_address(spark), highlight=False)
+    click.echo(ui_address(spark))
     results = []
     for i, name in enumerate(names, start=1):
         title = f"[{i}/{len(names)}] {name}"
@@ -128,10 +128,10 @@ def run(config: str, only: str | None, until: str | None, force: bool, master: s
                     spark, name, every=1.0, emit=lambda lines, t=title, s=status: s.update(f"{t}: {lines[0]}")):
                 result = job_module(name).run(spark, cfg, force=force)
         else:
-            click.echo(f"{title} started", err=False)
+            click.echo(f"{title} started")
             with SparkProgress(spark, name, every=progress_interval(progress_every)):
                 result = job_module(name).run(spark, cfg, force=force)
-        console.print(describe(result), highlight=False)
+        click.echo(describe(result))
         results.append(result)
     console.print(_ledger_table(results))
     console.print(f"outputs under {cfg.build.output}")
@@ -161,13 +161,28 @@ def _ledger_table(results) -> Table:
     return table
 
 
-@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True}, add_help_option=False)
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def train(args: tuple[str, ...]) -> None:
-    """Train the model on the build's shards (same arguments as `python -m model.train`; try --help)."""
-    from model.train import main as train_main
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--stage", default=None, help="train this stage only (it starts from the end of the previous stage)")
+@click.option("--all", "all_stages", is_flag=True, help="train every stage in order, resuming where it stopped")
+@click.option("--dry-run", is_flag=True, help="print the step plan per phase and exit")
+@click.option("--max-steps", type=int, default=None,
+              help="stop after this many steps in all (checkpointed: a rerun continues)")
+@click.option("--plot", metavar="PNG", default=None, help="draw the run's loss and lr curves to PNG and exit")
+@click.option("--log-interval", type=float, default=30.0, show_default=True, metavar="SECONDS",
+              help="without a terminal (a log file, a pod), one progress line per this many seconds")
+@click.option("--peak-tflops", type=float, default=None,
+              help="the GPU's peak for MFU (default: its dense bf16 data-sheet figure, by exact name)")
+def train(config: str, stage: str | None, all_stages: bool, dry_run: bool, max_steps: int | None,
+          plot: str | None, log_interval: float, peak_tflops: float | None) -> None:
+    """Train the model on the build's shards, stage by stage (as `python -m model.train`; under torchrun
+    use that)."""
+    if stage and all_stages:
+        raise click.UsageError("--stage and --all exclude each other")
+    from model.train import train_command
 
-    train_main(list(args))
+    train_command(config, stage=stage, all_stages=all_stages, dry_run=dry_run, max_steps=max_steps, plot=plot,
+                  log_interval_s=log_interval, peak_tflops=peak_tflops)
 
 
 @main.command()
@@ -176,9 +191,11 @@ def train(args: tuple[str, ...]) -> None:
 @click.option("--generate", "prompt", default=None, help="then load DST with transformers and continue PROMPT")
 def export(config: str, dst: str, prompt: str | None) -> None:
     """Export the run's latest checkpoint to DST as a Hugging Face Gemma 3 text folder."""
-    from model.export import export_run, generate
+    from model.export import export_run, generate, require_transformers
     from pipeline.config import load_build
 
+    if prompt is not None:
+        require_transformers()  # before the export, not after it
     folder = export_run(load_build(config), dst)
     console.print(f"exported to {folder} (Gemma3ForCausalLM, model_type gemma3_text)")
     if prompt is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -48,21 +47,13 @@ def _output_and_run(build_uri: str, run_dir: str | None) -> tuple[str, str | Non
     return build_uri, None
 
 
-def _training(metrics_path: str | None, with_plots: bool):
+def _training(metrics_path: str | None):
     if metrics_path is None:
         return None
     from pipeline.inspect.report import TrainingRun
 
-    # The records are JSON lines; model.metrics (which imports torch, seconds to load) only draws the plot.
     with open(metrics_path, encoding="utf-8") as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    png = None
-    if with_plots and any("loss" in r for r in records):
-        from model.metrics import plot_metrics
-
-        with tempfile.TemporaryDirectory() as tmp:
-            png = plot_metrics(metrics_path, Path(tmp) / "curves.png").read_bytes()
-    return TrainingRun(metrics_path, records, png)
+        return TrainingRun(metrics_path, [json.loads(line) for line in f if line.strip()])
 
 
 @click.command("report")
@@ -86,7 +77,7 @@ def report_command(build_uri: str, html_uri: str | None, run_dir: str | None, no
 
         bar = tqdm(total=6, desc="report", file=sys.stderr, leave=False)
     try:
-        report = build_report(output, _training(metrics, with_plots), with_plots=with_plots,
+        report = build_report(output, _training(metrics), with_plots=with_plots,
                               progress=(lambda name: (bar.set_postfix_str(name), bar.update(1))) if bar else None)
     except ValueError as err:
         raise UserError(str(err)) from err

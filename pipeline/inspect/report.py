@@ -1,16 +1,18 @@
 """The one-page build report (`rnj report`): every committed job's figures from the files they wrote.
 
 Reads, under a build output OUTPUT (any fsspec URI): each job's `_LEDGER.json` and `_SUCCESS`,
-`dedup/report.json`, `grade/report.json`, `tokenize/report.json`, `build/curriculum.json` and each phase's
-`manifest.json`. Nothing is recomputed and no shard is read, so the report is quick on any size of build.
-Training curves come from the caller (the CLI reads metrics.jsonl and draws them with model.metrics).
+`dedup/report.json`, `grade/report.json`, `tokenize/report.json`, `build/curriculum.json`,
+`build/report.json` and each phase's `manifest.json`. Nothing is recomputed and no shard is read, so the
+report is quick on any size of build. Training records come from the caller (the CLI reads metrics.jsonl).
 
-Sections: ledgers, dedup, grading, tokenizer, mixture, packing, training. A part that is missing (a job
-not run yet) becomes a note in its section, not an error.
+Sections: ledgers, dedup, grading, tokenizer, mixture, packing, documents per phase, training. A part that
+is missing (a job not run yet, a figure an older job did not record) becomes a note in its section, not an
+error. docs/inspect.md says what each panel shows and what to read from it.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import posixpath
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 import fsspec
 
 from pipeline.inspect import plots
+from pipeline.inspect.figures import bin_label
 from pipeline.inspect.tables import Table
 from pipeline.shards import ShardError, read_manifest
 
@@ -44,11 +47,10 @@ class Section:
 
 @dataclass
 class TrainingRun:
-    """A training run's metrics.jsonl records and, drawn by the caller, its loss and learning-rate plot."""
+    """A training run's metrics.jsonl records."""
 
     path: str
     records: list[dict]
-    plot_png: bytes | None = None
 
 
 @dataclass
@@ -92,11 +94,11 @@ def build_report(output_uri: str, training: TrainingRun | None = None, with_plot
                          "output folder ([build] output of the build file)")
     parts = [
         ("ledgers", lambda: _ledgers(out, with_plots)),
-        ("dedup", lambda: _dedup(out)),
+        ("dedup", lambda: _dedup(out, with_plots)),
         ("grading", lambda: _grading(out, with_plots)),
         ("tokenizer", lambda: _tokenizer(out, with_plots)),
         ("mixture and packing", lambda: _phases(out, with_plots)),
-        ("training", lambda: [_training(training)]),
+        ("training", lambda: [_training(training, with_plots)]),
     ]
     sections: list[Section] = []
     for name, make in parts:
@@ -145,7 +147,7 @@ def _ledgers(out: _Output, with_plots: bool) -> Section:
 
 # --- dedup ------------------------------------------------------------------------------------------------
 
-def _dedup(out: _Output) -> Section:
+def _dedup(out: _Output, with_plots: bool) -> Section:
     section = Section("dedup", "Dedup rounds and example clusters")
     report = out.json("dedup", "report.json")
     if report is None:
@@ -173,6 +175,11 @@ def _dedup(out: _Output) -> Section:
     if lines:
         section.tables.append(Table("most frequent boilerplate lines (removed)", ["line", "documents"],
                                     [[entry["line"][:120], entry["documents"]] for entry in lines[:10]]))
+    ran = [r for r in rows if r[1] is not False and isinstance(r[2], int) and isinstance(r[3], int)]
+    if with_plots and ran:
+        sizes = {name: r["cluster_sizes"] for name, r in rounds.items() if r.get("cluster_sizes")}
+        section.images.append(Image("documents dropped per round and clusters by size", plots.dedup_rounds(
+            [r[0] for r in ran], [r[2] - r[3] for r in ran], [r[3] / r[2] if r[2] else 1.0 for r in ran], sizes)))
     return section
 
 
@@ -208,7 +215,38 @@ def _grading(out: _Output, with_plots: bool) -> Section:
         section.images.append(Image("documents per domain, by tier", plots.stacked_bars(
             "documents per domain, by tier", [r[0] for r in rows],
             {f"tier {t}": [r[2 + t] for r in rows] for t in range(tiers)}, "documents")))
+    _difficulty(section, report.get("difficulty"), with_plots)
     return section
+
+
+def _difficulty(section: Section, difficulty: dict | None, with_plots: bool) -> None:
+    """The difficulty score's distribution per domain and its tiers (the grade report's `difficulty`)."""
+    if not difficulty:
+        section.notes.append("no difficulty distribution in the grade report (its `difficulty` figures come from "
+                             "grade jobs that score difficulty with a calibrated model)")
+        return
+    model = difficulty.get("model") or {}
+    source = difficulty.get("source", "?")
+    section.notes.append(f"difficulty scores from the {source} model" + (
+        f" {model.get('uri')} version {model.get('version')}, fingerprint {str(model.get('fingerprint'))[:12]}..."
+        if model else ""))
+    edges, histogram = difficulty.get("bins") or [], difficulty.get("histogram") or {}
+    rows = []
+    for domain, counts in histogram.items():
+        total = sum(counts)
+        mids = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+        mean = sum(m * c for m, c in zip(mids, counts)) / total if total and len(mids) == len(counts) else None
+        tiers = (difficulty.get("tiers") or {}).get(domain, {})
+        rows.append([domain, total, round(mean, 4) if mean is not None else None,
+                     ", ".join(f"{t}: {n}" for t, n in sorted(tiers.items())) or None])
+    section.tables.append(Table("difficulty score per domain", ["domain", "documents", "mean score (from bins)",
+                                                                "documents per tier"], rows,
+                                [] if rows else ["the grade report's difficulty histogram is empty"]))
+    if with_plots and histogram and len(edges) >= 2:
+        section.images.append(Image("difficulty score distribution per domain", plots.distribution_lines(
+            edges, {d: c for d, c in histogram.items() if len(c) == len(edges) - 1},
+            "difficulty score per domain (share of the domain's documents; documents in the legend)",
+            "difficulty score (0 easy, 1 hard)")))
 
 
 # --- tokenizer --------------------------------------------------------------------------------------------
@@ -243,13 +281,15 @@ def _tokenizer(out: _Output, with_plots: bool) -> Section:
 def _phases(out: _Output, with_plots: bool) -> list[Section]:
     mixture = Section("mixture", "Mixture per phase: target vs achieved")
     packing = Section("packing", "Packing efficiency")
+    documents = Section("documents", "Documents per phase: lengths and difficulty order")
     curriculum = out.json("build", "curriculum.json")
     if curriculum is None:
         note = f"no {out.show('build', 'curriculum.json')}: the build job has not run"
-        mixture.notes.append(note)
-        packing.notes.append(note)
-        return [mixture, packing]
-    rows, panels = [], []
+        for section in (mixture, packing, documents):
+            section.notes.append(note)
+        return [mixture, packing, documents]
+    figures = (out.json("build", "report.json") or {}).get("phases", {})
+    rows, panels, names = [], [], []
     for p in curriculum["phases"]:
         name = f"{p['stage']}/{p['phase']}"
         try:
@@ -257,14 +297,16 @@ def _phases(out: _Output, with_plots: bool) -> list[Section]:
         except ShardError as err:
             packing.notes.append(f"{name}: {err}")
             continue
+        names.append(name)
+        held = (figures.get(name) or {}).get("held_out_tokens", {})
         buckets = (m.get("mixture") or {}).get("buckets", {})
         mixture.tables.append(Table(f"{name} ({m.get('kind', '?')}): {len(buckets)} buckets",
                                     ["bucket", "target weight", "achieved weight", "shift", "target tokens", "tokens",
-                                     "supply", "epochs", "max epochs"],
+                                     "supply", "held out", "epochs", "max epochs"],
                                     [[k, b.get("target_weight"), b.get("achieved_weight"),
                                       round(b.get("achieved_weight", 0) - b.get("target_weight", 0), 6),
-                                      b.get("target_tokens"), b.get("tokens"), b.get("supply_tokens"), b.get("epochs"),
-                                      b.get("max_epochs")] for k, b in buckets.items()],
+                                      b.get("target_tokens"), b.get("tokens"), b.get("supply_tokens"), held.get(k),
+                                      b.get("epochs"), b.get("max_epochs")] for k, b in buckets.items()],
                                     ["mixture redistributed (a bucket fell short)"]
                                     if (m.get("mixture") or {}).get("redistributed") else []))
         if buckets:
@@ -284,14 +326,95 @@ def _phases(out: _Output, with_plots: bool) -> list[Section]:
     if with_plots and panels:
         mixture.images.append(Image("target vs achieved weight per bucket", plots.mixture_panels(panels)))
     if with_plots and rows:
-        packing.images.append(Image("non-padding share per phase", plots.grouped_bars(
-            "non-padding tokens per phase (%)", [r[0] for r in rows], {"non-padding %": [r[6] for r in rows]}, "%")))
-    return [mixture, packing]
+        packing.images.append(Image("padding and cut documents per phase", plots.phase_packing(
+            [r[0] for r in rows], [round(100 - r[6], 4) if r[6] is not None else 0.0 for r in rows],
+            [100 * r[9] if r[9] is not None else 0.0 for r in rows])))
+    _fill(packing, names, figures, with_plots)
+    _documents(documents, names, figures, with_plots)
+    return [mixture, packing, documents]
+
+
+def _histogram(counts: dict[str, int]) -> tuple[list[str], list[int]]:
+    """Power-of-two bins from the lowest to the highest recorded, empty ones included."""
+    if not counts:
+        return [], []
+    edges = sorted(int(k) for k in counts)
+    bins, at = [], edges[0]
+    while at <= edges[-1]:
+        bins.append(at)
+        at = 1 if at == 0 else 2 * at
+    return [bin_label(b) for b in bins], [counts.get(str(b), 0) for b in bins]
+
+
+def _missing(names: list[str], figures: dict, key: str) -> list[str]:
+    return [n for n in names if key not in (figures.get(n) or {})]
+
+
+def _fill(section: Section, names: list[str], figures: dict, with_plots: bool) -> None:
+    """Sequences by their padding tokens: how full the packer filled each sequence."""
+    rows, panels = [], []
+    for name in names:
+        counts = (figures.get(name) or {}).get("padding_per_sequence")
+        if counts is None:
+            continue
+        total = sum(counts.values())
+        seq_len = figures[name].get("seq_len")
+        full = counts.get("0", 0)
+        worst = max((int(k) for k, v in counts.items() if v), default=0)
+        rows.append([name, total, full, round(100 * full / total, 2) if total else None,
+                     f"{bin_label(worst)} tokens" + (f" ({100 * worst / seq_len:.2g}% of {seq_len})" if seq_len else "")])
+        labels, values = _histogram(counts)
+        panels.append((name, labels, values))
+    if rows:
+        section.tables.append(Table("sequence fill: sequences by padding tokens",
+                                    ["phase", "sequences", "full (no padding)", "full %", "most padding (bin)"], rows))
+    if with_plots and panels:
+        section.images.append(Image("sequences by padding tokens per phase", plots.histogram_panels(
+            panels, "padding tokens in the sequence", "sequences",
+            "sequence fill: sequences by padding tokens (0 = completely full)")))
+    if _missing(names, figures, "padding_per_sequence"):
+        section.notes.append("no sequence-fill histogram for " + ", ".join(_missing(names, figures, "padding_per_sequence"))
+                             + " (built before the build job recorded it)")
+
+
+def _documents(section: Section, names: list[str], figures: dict, with_plots: bool) -> None:
+    length_rows, panels, order = [], [], {}
+    for name in names:
+        phase = figures.get(name) or {}
+        counts = phase.get("document_lengths")
+        if counts is not None:
+            total = sum(counts.values())
+            labels, values = _histogram(counts)
+            mode = labels[values.index(max(values))] if values else None
+            length_rows.append([name, total, mode, labels[0] if labels else None, labels[-1] if labels else None])
+            panels.append((name, labels, values))
+        if phase.get("difficulty_by_decile"):
+            order[name] = phase["difficulty_by_decile"]
+    if length_rows:
+        section.tables.append(Table("documents trained on, by length (token slots, <bos>/<eos> included)",
+                                    ["phase", "documents", "most common length", "shortest bin", "longest bin"],
+                                    length_rows, ["each document counted once, however many epochs it repeats"]))
+    if with_plots and panels:
+        section.images.append(Image("document lengths per phase", plots.histogram_panels(
+            panels, "token slots (power-of-two bins)", "documents", "documents trained on, by length")))
+    if _missing(names, figures, "document_lengths"):
+        section.notes.append("no document-length histogram for " + ", ".join(_missing(names, figures, "document_lengths"))
+                             + " (built before the build job recorded it; `rnj shards stats PHASE` measures it)")
+    if order:
+        section.tables.append(Table("mean difficulty per tenth of each easy_to_hard phase (in training order)",
+                                    ["phase"] + [f"{10 * i}%" for i in range(1, 11)],
+                                    [[name, *values] for name, values in order.items()],
+                                    ["token-weighted mean difficulty score of the documents in each tenth"]))
+        if with_plots:
+            section.images.append(Image("difficulty through each easy_to_hard phase", plots.order_lines(
+                order, "mean difficulty through each easy_to_hard phase", "mean difficulty score")))
+    else:
+        section.notes.append("no easy_to_hard phase with a recorded difficulty order")
 
 
 # --- training ---------------------------------------------------------------------------------------------
 
-def _training(run: TrainingRun | None) -> Section:
+def _training(run: TrainingRun | None, with_plots: bool) -> Section:
     section = Section("training", "Training curves")
     if run is None:
         section.notes.append("no training run named (rnj report BUILD --run RUN_DIR; default OUTPUT/train)")
@@ -309,6 +432,9 @@ def _training(run: TrainingRun | None) -> Section:
                      round(evals[-1], 4) if evals else None, rs[-1].get("tokens_seen")])
     section.tables.append(Table("loss per phase", ["phase", "first step", "last step", "first loss", "last loss",
                                                    "min loss", "held-out loss", "tokens seen"], rows))
-    if run.plot_png:
-        section.images.append(Image("loss and learning rate", run.plot_png))
+    if with_plots and records:
+        last = records[-1]
+        title = (f"training run: {len(records)} steps to step {last['step']}, {len(phases)} phases"
+                 + (f", {last['tokens_seen']:,} tokens seen" if last.get("tokens_seen") else ""))
+        section.images.append(Image("loss and learning rate", plots.training_curves(records, title)))
     return section

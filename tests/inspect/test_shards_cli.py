@@ -107,7 +107,7 @@ def test_show_ids_and_finding_a_document(rnj, built):
     held = rnj("shards", "show", output / STABLE, "--doc", "math/math-0").stdout
     assert "eval" in held and "eval-00000.arrow" in held
     missing = rnj("shards", "show", output / STABLE, "--doc", "nope")
-    assert missing.exit_code == 1 and "document 'nope' is in no sequence" in missing.output
+    assert missing.exit_code == 2 and "document 'nope' is in no sequence" in missing.output
 
 
 def test_show_needs_one_phase_and_a_tokenizer(rnj, output, tmp_path):
@@ -117,7 +117,7 @@ def test_show_needs_one_phase_and_a_tokenizer(rnj, output, tmp_path):
     fs = fsspec.filesystem("file")
     fs.copy(str(output / STABLE), str(tmp_path / "phase"), recursive=True)
     alone = rnj("shards", "show", tmp_path / "phase", "--seq", "0")
-    assert alone.exit_code == 1 and "no tokenizer found" in alone.output and "--ids" in alone.output
+    assert alone.exit_code == 2 and "no tokenizer found" in alone.output and "--ids" in alone.output
     assert rnj("shards", "show", tmp_path / "phase", "--seq", "0", "--ids").exit_code == 0
     given = rnj("shards", "show", tmp_path / "phase", "--seq", "0", "--tokenizer", output / "tokenize" / "tokenizer")
     assert given.exit_code == 0 and "<|begin_of_text|>def long_function" in given.stdout

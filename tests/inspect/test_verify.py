@@ -50,7 +50,7 @@ def test_a_truncated_shard(rnj, copy):
 def test_a_missing_manifest(rnj, copy):
     (copy / STABLE / "manifest.json").unlink()
     phase = rnj("shards", "verify", copy / STABLE)
-    assert phase.exit_code == 1
+    assert phase.exit_code == 2
     assert "holds 3 shard files but no manifest.json" in phase.output and "rebuild" in phase.output
     build = rnj("shards", "verify", copy)  # the curriculum names the phase: one problem line for it
     assert build.exit_code == 1
@@ -88,7 +88,7 @@ def test_a_shard_missing_from_disk_and_an_unlisted_one(rnj, copy):
     listing = rnj("shards", "ls", folder).stdout
     assert "MISSING" in listing and "NOT IN MANIFEST" in listing
     shown = rnj("shards", "show", folder / "train-00007.arrow", "--seq", "0")
-    assert shown.exit_code == 1 and "does not list train-00007.arrow" in shown.output
+    assert shown.exit_code == 2 and "does not list train-00007.arrow" in shown.output
 
 
 def test_manifest_totals_that_disagree_with_the_shards(rnj, copy):
@@ -106,14 +106,14 @@ def test_manifest_totals_that_disagree_with_the_shards(rnj, copy):
 
 def test_uris_that_name_nothing_give_clear_errors(rnj, copy, tmp_path):
     missing = rnj("shards", "ls", tmp_path / "nowhere")
-    assert missing.exit_code == 1 and f"{tmp_path / 'nowhere'} does not exist" in missing.output
+    assert missing.exit_code == 2 and f"{tmp_path / 'nowhere'} does not exist" in missing.output
     (tmp_path / "empty").mkdir()
     empty = rnj("shards", "stats", tmp_path / "empty")
-    assert empty.exit_code == 1 and "holds no manifest.json (not a built phase) and no curriculum.json" in empty.output
+    assert empty.exit_code == 2 and "holds no manifest.json (not a built phase) and no curriculum.json" in empty.output
     path = copy / STABLE / "manifest.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | {"format_version": 2}))
     newer = rnj("shards", "ls", copy / STABLE)
-    assert newer.exit_code == 1 and "format_version 2 is newer than this reader's 1: update rnj" in newer.output
+    assert newer.exit_code == 2 and "format_version 2 is newer than this reader's 1: update rnj" in newer.output
 
 
 def test_the_reader_lists_every_file_problem(tmp_path, built):

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.config import TokenizerConfig
 from pipeline.grading.config import GradeConfig
 from pipeline.grading.report import build_report
+from pipeline.inspect.figures import counts_by_bin, merge_counts, padding_per_sequence
 from pipeline.ledger import Ledger
 from pipeline.packing import best_fit_decreasing, cut_documents, pack_exact
 from pipeline.shards import FORMAT_VERSION, Item, assemble, write_manifest, write_shard
@@ -89,7 +90,8 @@ def make_build(output: Path) -> dict:
             docs.append({"id": f"{SOURCE_OF[domain]}/{domain}-{i}", "domain": domain, "source": SOURCE_OF[domain],
                          "tier": i % 5, "text": text, "tokens": tok.encode(text)})
     _job_outputs(output, docs, tok)
-    phases = [_pretrain_phase(output, docs, tok), _sft_phase(output, tok)]
+    built = [_pretrain_phase(output, docs, tok), _sft_phase(output, tok)]
+    phases = [m for m, _ in built]
     _write_json(output / "build" / "curriculum.json", {"fingerprint": "f" * 64, "phases": [
         {"stage": m["stage"], "phase": m["phase"], "kind": m["kind"], "first_step": m["first_step"],
          "steps": m["steps"]} for m in phases]})
@@ -97,8 +99,8 @@ def make_build(output: Path) -> dict:
         f"{m['stage']}/{m['phase']}": {"num_sequences": m["num_sequences"], "non_padding": m["packing"]["non_padding"],
                                        "cut_fraction": m["packing"]["cut"] / max(m["packing"]["pieces"], 1),
                                        "eval_sequences": m["eval"]["num_sequences"], "mixture": m["mixture"],
-                                       "tokens_by_domain": m["tokens_by_domain"], "seconds": 0.1}
-        for m in phases}})
+                                       "tokens_by_domain": m["tokens_by_domain"], "seconds": 0.1, "seq_len": SEQ_LEN}
+        | figures for m, figures in built}})
     build = Ledger(job="build")
     build.add("code", "written", None, 20)
     build.add("code", "dropped", "not_sampled", 5)
@@ -146,6 +148,7 @@ def _job_outputs(output: Path, docs: list[dict], tok) -> None:
         row["bytes"] += len(d["text"].encode())
     report = build_report(GradeConfig(), grade, tier_rows=list(tiers.values()), decider_rows=[],
                           feature_rows=[], example_rows=[], flagged_rows=[], common_words=0)
+    report["difficulty"] = _difficulty(docs)
     _commit(output, "grade", grade, report)
     tokenize = Ledger(job="tokenize")
     counts = {}
@@ -159,6 +162,20 @@ def _job_outputs(output: Path, docs: list[dict], tok) -> None:
         "tokenizer": {"sha256": tok.sha256, "source": "trained", "vocab_size": tok.vocab_size, "bos_id": tok.bos_id,
                       "eos_id": tok.eos_id, "pad_id": tok.pad_id},
         "heldout_fraction": 0.02, "heldout": figures, "all_documents": figures, "sample": None})
+
+
+def _difficulty(docs: list[dict]) -> dict:
+    """The grade report's calibrated-difficulty figures: scores in ten bins per domain, and tiers."""
+    edges = [round(0.1 * i, 1) for i in range(11)]
+    histogram, tiers = {}, {}
+    for d in docs:
+        score = min(0.999, d["tier"] / 5 + (0.05 if d["domain"] == "math" else 0.12))
+        histogram.setdefault(d["domain"], [0] * 10)[int(score * 10)] += 1
+        per = tiers.setdefault(d["domain"], {})
+        per[str(d["tier"])] = per.get(str(d["tier"]), 0) + 1
+    return {"source": "model", "model": {"uri": "pipeline/grading/models/tiny", "version": "1",
+                                         "fingerprint": "d" * 64}, "bins": edges, "histogram": histogram,
+            "tiers": tiers}
 
 
 def _manifest(tok, stage: str, phase: str, kind: str, shards: list[dict], held: list[dict], packed: list,
@@ -221,10 +238,11 @@ def _pretrain_phase(output: Path, docs: list[dict], tok) -> dict:
                 items[shard].append(_item(d, tok, 0, take))
                 filled += take
             buckets[key] = buckets.get(key, 0) + filled
-    packed, entries, cut, pieces = [], [], 0, 0
+    packed, entries, cut, pieces, all_bins = [], [], 0, 0, []
     for shard, shard_items in enumerate(items):
         sizes = [len(i.tokens) for i in shard_items]
         bins = pack_exact(sizes, SEQ_LEN, SHARD_SEQUENCES)
+        all_bins.append(bins)
         cut += cut_documents(bins, sizes, SEQ_LEN)
         pieces += len(shard_items)
         packed.append(assemble(bins, shard_items, SEQ_LEN, tok.pad_id, False, {"rnj.format_version": "1"}))
@@ -243,7 +261,10 @@ def _pretrain_phase(output: Path, docs: list[dict], tok) -> dict:
                          [{"path": "eval-00000.arrow", "num_sequences": len(held_bins), "sha256": sha, "bytes": size}],
                          packed, mixture, 0, cut, pieces, held.num_padding)
     write_manifest(str(folder), manifest)
-    return manifest
+    figures = {"padding_per_sequence": merge_counts(padding_per_sequence(b, SEQ_LEN) for b in all_bins),
+               "document_lengths": counts_by_bin(len(i.tokens) for shard in items for i in shard if i.tokens[0] == tok.bos_id),
+               "held_out_tokens": {"general": 10, "math": 12}}
+    return manifest, figures
 
 
 def _sft_phase(output: Path, tok) -> dict:
@@ -272,7 +293,9 @@ def _sft_phase(output: Path, tok) -> dict:
                                                       "sha256": sha, "bytes": size}],
                          [], [packed], mixture, 4, cut_documents(bins, sizes, SEQ_LEN), len(items), 0)
     write_manifest(str(folder), manifest)
-    return manifest
+    figures = {"padding_per_sequence": padding_per_sequence(bins, SEQ_LEN), "document_lengths": counts_by_bin(sizes),
+               "held_out_tokens": {}, "difficulty_by_decile": [0.1, 0.15, 0.2, 0.3, 0.35, 0.5, 0.55, 0.7, 0.8, 0.9]}
+    return manifest, figures
 
 
 def _metrics(path: Path) -> None:

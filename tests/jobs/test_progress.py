@@ -1,12 +1,20 @@
 """Progress lines of a running job: emitted at a bounded rate while Spark stages run, without a terminal."""
 
+import itertools
 import json
 import re
 import time
 
 import pytest
 
-from jobs.progress import SparkProgress, StageProgress, describe_stage, progress_interval, rest_stage_metrics
+from jobs.progress import (
+    SparkProgress,
+    StageProgress,
+    describe_stage,
+    progress_interval,
+    rest_stage_metrics,
+    short_call_site,
+)
 
 
 def _slow(batches):
@@ -30,7 +38,7 @@ def test_lines_appear_while_stages_run_at_a_bounded_rate(spark):
     assert staged, lines
     assert re.match(r"\[probe 0:00:\d\d\] stage \d+ \(.*\): \d+/8 tasks done, \d+ running", staged[0])
     assert len(emitted) <= seconds / 0.3 + 1  # one batch of lines per interval at most
-    gaps = [b[0] - a[0] for a, b in zip(emitted, emitted[1:])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(emitted)]
     assert all(gap > 0.2 for gap in gaps)
     after = len(emitted)
     time.sleep(0.7)
@@ -68,3 +76,8 @@ def test_the_interval_comes_from_the_option_or_the_environment(monkeypatch):
     assert progress_interval() == 5.0 and progress_interval(2.0) == 2.0
     monkeypatch.setenv("RNJ_PROGRESS_SECONDS", "soon")
     assert progress_interval() == 30.0
+
+
+def test_stage_names_keep_the_file_not_its_path():
+    assert short_call_site("collect at /work/x/jobs/ingest.py:83") == "collect at ingest.py:83"
+    assert short_call_site("$anonfun$run$1 at CompletableFuture.java:1768") == "$anonfun$run$1 at CompletableFuture.java:1768"

@@ -9,6 +9,7 @@ import torch
 from click.testing import CliRunner
 
 from model import Transformer, get_preset, write_rnj
+from rnj.cli import main as rnj
 from rnj.model_cmd import convert_group, model_group, parse_size
 
 
@@ -42,10 +43,11 @@ def test_convert_round_trip(tmp_path):
     assert (tmp_path / "hf" / "model.safetensors.index.json").exists()
     result = runner.invoke(convert_group, ["hf-to-rnj", str(tmp_path / "hf"), str(tmp_path / "back")])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(convert_group, ["hf-to-rnj", str(tmp_path / "hf"), str(tmp_path / "back")])
-    assert result.exit_code != 0 and "already exists" in result.output
-    result = runner.invoke(convert_group, ["hf-to-rnj", str(tmp_path / "rnj"), str(tmp_path / "x")])
-    assert result.exit_code != 0 and "model_type is None, expected 'gemma3_text'" in result.output
+    # User errors go through rnj's handler: one line on stderr, exit code 2.
+    result = runner.invoke(rnj, ["convert", "hf-to-rnj", str(tmp_path / "hf"), str(tmp_path / "back")])
+    assert result.exit_code == 2 and "already exists" in result.stderr
+    result = runner.invoke(rnj, ["convert", "hf-to-rnj", str(tmp_path / "rnj"), str(tmp_path / "x")])
+    assert result.exit_code == 2 and "model_type is None, expected 'gemma3_text'" in result.stderr
 
 
 def test_parse_size():

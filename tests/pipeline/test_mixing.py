@@ -8,6 +8,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from pipeline.curriculum import PhaseConfig, StageConfig
 from pipeline.mixing import (
     ChatRenderer,
+    EvalCut,
+    EvalLimit,
     MixtureError,
     allocate,
     bin_offsets,
@@ -15,7 +17,7 @@ from pipeline.mixing import (
     content_tokens,
     conversation,
     eval_cuts,
-    eval_targets,
+    eval_limits,
     expand_copies,
     group_repo_files,
     held_out_prefix,
@@ -106,14 +108,15 @@ def test_orderings():
 def test_bins_give_offsets_and_the_cut_falls_in_one_bin():
     costs = {("a", 0): 5, ("a", 3): 7, ("b", 1): 4, ("a", 9): 1}
     assert bin_offsets(costs) == {("a", 0): 0, ("a", 3): 5, ("a", 9): 12, ("b", 1): 0}
-    cuts = eval_cuts(costs, {"a": 6, "b": 0})
-    assert list(cuts) == ["a"] and (cuts["a"].bin, cuts["a"].before, cuts["a"].room) == (3, 5, 1)
-    assert held_out_prefix([1, 6], cuts["a"].room) == 1  # 5 + 1 held out, not the whole 7-token bin
-    assert held_out_prefix([2, 1], 1) == 0  # a prefix: the first document does not fit, so none is held out
+    cuts = eval_cuts(costs, {"a": EvalLimit(6, 8), "b": EvalLimit(0, 0)})
+    assert list(cuts) == ["a"] and cuts["a"] == EvalCut(3, 5, 1, 3)
+    assert held_out_prefix([2, 5], cuts["a"].start_room, cuts["a"].end_room) == 2  # starts before 6, ends by 8
+    assert held_out_prefix([4, 3], 1, 3) == 0  # runs past the cap: held out it is not, nor anything after it
+    assert held_out_prefix([1, 1, 1], 2, 3) == 2  # the third starts at the target
     assert key_bin(0.0) == 0 and key_bin(0.99999999) == 4095
 
 
-def _held_out(docs: list[tuple[float, str, int]], limit: int) -> int:
+def _held_out(docs: list[tuple[float, str, int]], limit: EvalLimit) -> int:
     """The split as the build makes it: per-bin sums, then the documents of the cut's bin in key order."""
     bins: dict[tuple[str, int], int] = {}
     for key, _, cost in docs:
@@ -122,7 +125,7 @@ def _held_out(docs: list[tuple[float, str, int]], limit: int) -> int:
     if cut is None:
         return 0
     inside = [cost for key, doc_id, cost in sorted(docs) if key_bin(key) == cut.bin]
-    return cut.before + held_out_prefix(inside, cut.room)
+    return cut.before + held_out_prefix(inside, cut.start_room, cut.end_room)
 
 
 KEYS = st.one_of(
@@ -142,15 +145,15 @@ def test_held_out_share_respects_its_cap_whatever_the_keys(docs, eval_sequences,
     stage = StageConfig(name="s", kind="pretrain", seq_len=512, global_batch_tokens=512,
                         phases=(phase(tokens=512, weights={"code": 1.0}, eval_sequences=eval_sequences,
                                       max_eval_fraction=fraction),))
-    limit = eval_targets(stage, stage.phases[0], {"code": total})["code"]
-    assert limit <= math.floor(total * fraction)
+    limit = eval_limits(stage, stage.phases[0], {"code": total})["code"]
+    assert limit.target <= limit.cap == math.floor(total * fraction)
     held = _held_out(docs, limit)
-    assert held <= limit  # the cap holds exactly, in tokens
+    assert held <= limit.cap  # the cap holds exactly, in tokens, whatever the keys
     ordered = [cost for *_, cost in sorted(docs)]
     prefix = [sum(ordered[:n]) for n in range(len(ordered) + 1)]
     assert held in prefix  # whole documents, a prefix of the key order (training starts at a document)
     n = prefix.index(held)
-    assert n == len(ordered) or held + ordered[n] > limit  # and the longest such prefix
+    assert n == len(ordered) or held >= limit.target or held + ordered[n] > limit.cap  # and no shorter than it may be
 
 
 def test_long_biased_keys_spread_over_the_bins():
@@ -173,7 +176,8 @@ def test_eval_targets_and_content():
                      phases=(phase(tokens=1000, eval_sequences=2, pack_slack=0.01),))
     p = st.phases[0]
     assert content_tokens(st, p) == 990
-    assert eval_targets(st, p, {"code": 10_000, "math": 100}) == {"code": 149, "math": 10}  # 198 held out by weight; math capped at 10%
+    limits = eval_limits(st, p, {"code": 10_000, "math": 100})  # 198 held out by weight; math capped at 10%
+    assert limits == {"code": EvalLimit(149, 1000), "math": EvalLimit(10, 10)}
 
 
 def test_sft_records_and_trace_forms():

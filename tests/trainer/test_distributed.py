@@ -3,19 +3,22 @@
 - data: rank r of W reads every W-th sequence of a step, the ranks together each sequence once;
 - DistributedMuon equals single-process torch.optim.Muon bit for bit on the same gradients;
 - FSDP2 gradients (activation checkpointing and the chunked loss on) equal one process's;
+- FSDP2 with bf16 block weights keeps the RoPE tables and the residual stream in float32;
 - the trainer under torchrun, DDP and FSDP2, gives one process's losses (tolerance below);
-- a 2-process FSDP2 run SIGKILLed mid-way and restarted gives the uninterrupted run's losses exactly.
+- a 2-process FSDP2 run SIGKILLed mid-way and restarted gives the uninterrupted run's losses exactly;
+- a run resumed on another number of ranks (1 -> 2 -> 1, FSDP2 and DDP) keeps the data position and the
+  global batch, and gives one process's losses.
 """
 
 import contextlib
 import json
 import os
-import warnings
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -185,7 +188,7 @@ def _check_fsdp_gradients(rank: int, world: int) -> dict:
 def _check_fsdp_bf16_precision(rank: int, world: int) -> dict:
     """FSDP2 with bf16 block weights (the GPU policy) under bf16 autocast, on CPU: record the dtypes that
     reach each block and `apply_rope`, and compare the loss with one process under the same autocast."""
-    import model.transformer as transformer
+    from model import transformer
     from model.distributed import shard_model
 
     def build():
@@ -278,10 +281,11 @@ def _build(folder: Path, parallel: str, activation_checkpointing: str = "none") 
     return config
 
 
-def _torchrun(config: Path, nproc: int = 2) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-               "-m", "model.train", str(config), "--stage", "pretrain"]
+def _torchrun(config: Path, nproc: int = 2, *extra: str) -> subprocess.Popen:
+    """The pretrain stage under torchrun (nproc ranks), or as one plain process for nproc = 1."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc),
+                "--master-addr", "127.0.0.1", "--master-port", str(free_port())] if nproc > 1 else [sys.executable]
+    command = [*launcher, "-m", "model.train", str(config), "--stage", "pretrain", *extra]
     log = (config.parent / "torchrun.log").open("ab")  # a file, not a pipe: nothing blocks on a full pipe
     return subprocess.Popen(command, env=ENV, cwd=Path(__file__).parents[2], stdout=log, stderr=log,
                             start_new_session=True)
@@ -308,7 +312,8 @@ def _kill_tree(pid: int) -> None:
 
 def _finish(process: subprocess.Popen) -> None:
     process.wait(timeout=300)
-    assert process.returncode == 0, Path(process.args[-3]).with_name("torchrun.log").read_text()[-4000:]
+    config = Path(process.args[process.args.index("model.train") + 1])
+    assert process.returncode == 0, config.with_name("torchrun.log").read_text()[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -363,3 +368,30 @@ def test_killed_fsdp_run_resumes_with_identical_losses(runs, tmp_path):
     _finish(_torchrun(config))
     assert "resumed pretrain at step" in (tmp_path / "torchrun.log").read_text()
     assert read_losses(metrics) == read_losses(runs["fsdp"]), "bit-identical to the uninterrupted 2-process run"
+
+
+@pytest.mark.slow
+def test_resume_on_another_world_size_keeps_the_data_position_and_the_global_batch(runs, tmp_path):
+    """One run, 4 steps at a time, alternating 1 and 2 processes (FSDP2, then DDP) from the same checkpoints."""
+    config = _build(tmp_path, "fsdp")
+    segments = [(1, "fsdp"), (2, "fsdp"), (1, "fsdp"), (2, "ddp"), (1, "ddp")]
+    for nproc, parallel in segments:
+        text = config.read_text()
+        config.write_text(text.replace('parallel = "fsdp"', f'parallel = "{parallel}"').replace(
+            'parallel = "ddp"', f'parallel = "{parallel}"'))
+        _finish(_torchrun(config, nproc, "--max-steps", "4"))
+    log = (tmp_path / "torchrun.log").read_text()
+    for step, saved, now in ((4, 1, 2), (8, 2, 1), (12, 1, 2), (16, 2, 1)):
+        assert (f"resumed pretrain at step {step} from {tmp_path}/out/train/checkpoints/step-{step:09d} (written by "
+                f"{saved} ranks, resharded onto {now}; the global batch stays 8 sequences)") in log
+    assert "1 rank(s) on cpu; 4 micro-batch(es) of 2 per rank" in log
+    assert "2 rank(s) on cpu; 2 micro-batch(es) of 2 per rank" in log, "accumulation absorbs the world size"
+    metrics = tmp_path / "out" / "train" / "metrics.jsonl"
+    _assert_same_losses(metrics, runs["single"])
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    expected = [json.loads(line) for line in runs["single"].read_text().splitlines()]
+    assert [(r["sequences"], r["loss_tokens"]) for r in records] == \
+        [(r["sequences"], r["loss_tokens"]) for r in expected], "the same sequences and tokens in every step"
+    for phase, count in (("stable", 128), ("decay", 32)):
+        seen = [i for r in records if r["phase"] == phase for i in range(*r["sequences"])]
+        assert sorted(seen) == list(range(count)), f"every {phase} sequence exactly once across the switches"

@@ -25,8 +25,9 @@ def _train(config: Path, *args: str) -> subprocess.Popen:
 
 
 def test_targets_stay_inside_documents_and_skip_padding():
-    from pipeline.shards import SequenceView
     import numpy as np
+
+    from pipeline.shards import SequenceView
 
     tokens = np.array([BOS, 5, 6, EOS, BOS, 7, EOS, 0, 0, 0], dtype=np.uint32)
     view = SequenceView(0, tokens, np.array([0, 4, 7], dtype=np.int32), None)
