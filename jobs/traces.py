@@ -46,6 +46,9 @@ JOB = "traces"
 def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
     if not cfg.traces.enabled:
         raise RuntimeError(f"{cfg.path}: [traces] is not enabled; set enabled = true to generate traces")
+    from pipeline.traces.sandbox import Sandbox
+
+    Sandbox(cfg.traces)  # fails here, with the reason and the fix, when the sandbox asked for cannot run
     upstream = ("ingest",) if cfg.traces.doctests else ()
     digest = input_hash(cfg, JOB, ("traces",), upstream=upstream)
     return run_job(cfg, JOB, digest, lambda tmp: _traces(spark, cfg, tmp), force=force)
@@ -156,9 +159,12 @@ def _count(rows: DataFrame) -> tuple[Ledger, dict]:
         ok = row["status"] == "ok"
         ledger.add(row["origin"], "written" if ok else "dropped", None if ok else row["status"], row["count"])
         statuses[row["status"]] = statuses.get(row["status"], 0) + row["count"]
-    layers = rows.where(F.col("meta")["sandbox"].isNotNull()).groupBy(F.col("meta")["sandbox"].alias("layers")).count()
+    ran = rows.where(F.col("meta")["sandbox"].isNotNull())
+    layers = ran.groupBy(F.col("meta")["sandbox"].alias("layers")).count().collect()
+    modes = ran.groupBy(F.col("meta")["sandbox_mode"].alias("mode")).count().collect()
     return ledger, {"statuses": dict(sorted(statuses.items())),
-                    "sandbox_layers": {r["layers"]: r["count"] for r in layers.collect()}}
+                    "sandbox_layers": {r["layers"]: r["count"] for r in layers},
+                    "sandbox_modes": {r["mode"]: r["count"] for r in modes}}
 
 
 def main(argv: list[str] | None = None) -> None:

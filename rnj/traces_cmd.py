@@ -43,10 +43,11 @@ def show(units_file: str, unit_id: str | None, sandbox: str, sft: bool) -> None:
 def check() -> None:
     """Say which sandbox layers are active on this machine."""
     from pipeline.traces.config import TracesConfig
-    from pipeline.traces.sandbox import Sandbox
+    from pipeline.traces.sandbox import Sandbox, SandboxUnavailable
 
-    sandbox = Sandbox(TracesConfig(enabled=True))
-    click.echo("active layers: " + " + ".join(sandbox.layers))
-    if not sandbox.bwrap:
-        click.echo("bubblewrap is missing or cannot create namespaces: install it (apt-get install bubblewrap) "
-                   "for the namespace layer")
+    try:
+        sandbox = Sandbox(TracesConfig(enabled=True))
+    except SandboxUnavailable as err:
+        click.echo(f"the default sandbox cannot run here: {err}")
+    else:
+        click.echo("active layers: " + " + ".join(sandbox.layers))

@@ -26,8 +26,13 @@ class TracesConfig:
     max_examples_per_doctest: int = 12
     """Examples after this many in one docstring are left out."""
     sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
-    """`auto` uses bubblewrap (new namespaces, read-only system) when it can create namespaces here and the
-    other layers alone when not; `bubblewrap` fails the job rather than run without it; `none` never uses it."""
+    """`auto` and `bubblewrap` run every unit under bubblewrap (new namespaces, read-only system) and fail the
+    job, saying why and how to fix it, when bubblewrap cannot start here; `none` opts into the weaker
+    in-process layers alone (uid drop, rlimits, audit hook, timeout), with a warning per task and the mode
+    recorded per document and in the report. Nothing picks `none` unless the build file names it."""
+    bubblewrap_binary: str = "bwrap"
+    """The bubblewrap binary: an absolute path, or a name looked up on PATH (not resolved against the build
+    file's folder)."""
     workers: int = 2
     """Sandboxes run at once by each Spark task (each is one process running one unit)."""
     cpu_seconds: int = 2

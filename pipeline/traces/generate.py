@@ -123,19 +123,19 @@ def trace_rows(rows: list[dict], cfg: TracesConfig, sandbox: Sandbox) -> list[di
         runnable.append((i, unit))
     results = sandbox.run_many([unit.request() for _, unit in runnable])
     for (i, unit), result in zip(runnable, results):
-        layers = {"sandbox": "+".join(sandbox.layers)}
+        layers = {"sandbox": "+".join(sandbox.layers), "sandbox_mode": sandbox.mode}
         if result.status != "ok":
             out[i] = _dropped(rows[i], result.status, result.detail, layers)
             continue
         try:
-            out[i] = trace_row(Traced(unit, result), cfg, sandbox.layers)
+            out[i] = trace_row(Traced(unit, result), cfg, sandbox.layers, sandbox.mode)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
             # Only a unit that forged its own result gets here: the runner's results always render.
             out[i] = _dropped(rows[i], "error", f"malformed result: {type(err).__name__}", layers)
     return out
 
 
-def trace_row(traced: Traced, cfg: TracesConfig, layers: tuple[str, ...]) -> dict:
+def trace_row(traced: Traced, cfg: TracesConfig, layers: tuple[str, ...], mode: str) -> dict:
     """The document and SFT examples of a unit that ran to the end."""
     unit, result = traced.unit, traced.result
     lines = SourceLines(unit.code, unit.examples)
@@ -146,6 +146,7 @@ def trace_row(traced: Traced, cfg: TracesConfig, layers: tuple[str, ...]) -> dic
         "unit_id": unit.id, "unit_kind": unit.kind, "calls": str(len(runs)),
         "steps": str(sum(1 for run in runs for s in run.steps if s.kind == "line")),
         "truncated": "true" if truncated or result.truncated else "false", "sandbox": "+".join(layers),
+        "sandbox_mode": mode,
     }
     if unit.license:
         meta["license"] = unit.license

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import marshal
 import os
 import selectors
@@ -33,9 +34,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.errors import UserError
 from pipeline.traces.config import TracesConfig
 from pipeline.traces.runner import BOOTSTRAP
 
+LOG = logging.getLogger("rnj.traces")
 STATUSES = ("ok", "timeout", "memory", "forbidden", "crashed", "error")
 NOBODY = 65534
 SANDBOX_DIR = "/sandbox"
@@ -62,17 +65,33 @@ class SandboxResult:
     """CPU the unit's interpreter reported for itself (0 when it wrote no result)."""
 
 
-class Sandbox:
-    """Runs units, one fresh process each; `layers` names the defences active on this machine."""
+class SandboxUnavailable(UserError):
+    """The sandbox the build file asks for cannot run on this machine."""
 
-    def __init__(self, cfg: TracesConfig):
+
+class Sandbox:
+    """Runs units, one fresh process each; `mode` is `bubblewrap` or `none`, `layers` the defences active.
+
+    `python` (the interpreter units run in) defaults to the worker's own; tests name another one.
+    """
+
+    def __init__(self, cfg: TracesConfig, *, python: str | None = None):
         self.cfg = cfg
-        self.python = os.path.realpath(sys.executable)
+        self.python = os.path.realpath(python or sys.executable)
         self.runner = marshal.dumps(compile(RUNNER.read_text(encoding="utf-8"), "<rnj-runner>", "exec"))
-        self.roots = _python_roots()
+        self.roots = _python_roots(self.python) if python else _python_roots()
         self.bwrap = self._bubblewrap()
-        running_as_root = os.geteuid() == 0
-        self.drop_uid = running_as_root and (self.bwrap is not None or _reachable_by_others(self.roots))
+        self.mode = "bubblewrap" if self.bwrap else "none"
+        self.drop_uid = os.geteuid() == 0
+        if self.drop_uid and not self.bwrap and not _reachable_by_others(self.roots):
+            raise SandboxUnavailable(
+                f"[traces] sandbox = 'none' as root: units must run as uid {NOBODY}, which cannot reach the "
+                f"interpreter under {', '.join(self.roots)} (a folder above it is not searchable by others). "
+                "Run the job as a normal user, install the interpreter where others can read it (e.g. "
+                "/usr/local), or use bubblewrap (sandbox = 'auto').")
+        if not self.bwrap:
+            LOG.warning("[traces] sandbox = 'none': units run without the namespace layer (bubblewrap), "
+                        "contained only by the uid drop, rlimits, the audit hook and the timeout")
         layers = ["bubblewrap" if self.bwrap else "tempdir"]
         layers += ["uid-drop"] if self.drop_uid else []
         self.layers = tuple(layers + ["rlimits", "audit-hook", "empty-env", "timeout-kill"])
@@ -135,15 +154,18 @@ class Sandbox:
     def _bubblewrap(self) -> list[str] | None:
         if self.cfg.sandbox == "none":
             return None
-        args = bubblewrap_args(self.roots, self.cfg.disk_mb, os.geteuid() == 0)
+        args = bubblewrap_args(self.roots, self.cfg.disk_mb, os.geteuid() == 0, self.cfg.bubblewrap_binary)
         problem = _probe(tuple(args), self.python)
         if problem is None:
             return args
-        if self.cfg.sandbox == "bubblewrap":
-            raise RuntimeError(f"[traces] sandbox = 'bubblewrap' but it cannot run here: {problem}. Install "
-                               "bubblewrap (apt-get install bubblewrap) and allow user namespaces, or set "
-                               "sandbox = 'auto'.")
-        return None
+        raise SandboxUnavailable(
+            f"[traces] sandbox = {self.cfg.sandbox!r} needs bubblewrap ({self.cfg.bubblewrap_binary}), which "
+            f"cannot run here: {problem}. Fix: install it (apt-get install bubblewrap) or set "
+            "[traces] bubblewrap_binary; allow unprivileged user namespaces (sysctl "
+            "kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0); on Kubernetes (GKE) run "
+            "the pod with seccompProfile Unconfined and AppArmor unconfined (or privileged) so that it may "
+            "create namespaces, see docs/traces.md. Or accept the weaker in-process layers by naming them: "
+            "sandbox = 'none'.")
 
 
 def _plain(value):
@@ -155,13 +177,13 @@ def _plain(value):
     return value
 
 
-def bubblewrap_args(roots: tuple[str, ...], disk_mb: int, as_root: bool) -> list[str]:
+def bubblewrap_args(roots: tuple[str, ...], disk_mb: int, as_root: bool, binary: str = "bwrap") -> list[str]:
     """The bwrap command line before the program: fresh namespaces, read-only system, tmpfs working folder.
 
     As root no user namespace is made (root's own would still map to the host's root): the runner drops to
     uid 65534 instead, which clears every capability. As anyone else `--unshare-all --cap-drop ALL`.
     """
-    args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
+    args = [shutil.which(binary) or binary, "--die-with-parent", "--new-session"]
     if as_root:
         args += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
     else:
@@ -189,8 +211,8 @@ def bubblewrap_args(roots: tuple[str, ...], disk_mb: int, as_root: bool) -> list
 @functools.lru_cache(maxsize=8)
 def _probe(args: tuple[str, ...], python: str) -> str | None:
     """None when bwrap can start the interpreter with these arguments here, else what went wrong."""
-    if shutil.which("bwrap") is None:
-        return "bwrap is not installed"
+    if shutil.which(args[0]) is None:
+        return f"{args[0]} is not installed (or not executable)"
     try:
         done = subprocess.run([*args, python, "-S", "-c", "pass"], env=ENVIRONMENT, capture_output=True, timeout=20,
                               check=False)
@@ -201,9 +223,15 @@ def _probe(args: tuple[str, ...], python: str) -> str | None:
     return None
 
 
-def _python_roots() -> tuple[str, ...]:
-    roots = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
-    return tuple(sorted(roots))
+def _python_roots(python: str | None = None) -> tuple[str, ...]:
+    """The folders holding an interpreter and its standard library (the worker's own by default)."""
+    if python is None:
+        prefixes = (sys.base_prefix, sys.base_exec_prefix)
+    else:
+        code = "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)"
+        prefixes = tuple(subprocess.run([python, "-S", "-c", code], capture_output=True, text=True, check=True,
+                                        timeout=20).stdout.split())
+    return tuple(sorted({os.path.realpath(p) for p in prefixes}))
 
 
 def _reachable_by_others(roots: tuple[str, ...]) -> bool:

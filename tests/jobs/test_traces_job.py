@@ -105,3 +105,19 @@ def test_committed_output_is_skipped(spark, build):
     from jobs import traces
 
     assert traces.run(spark, cfg).skipped
+
+
+@pytest.mark.spark
+def test_a_broken_bubblewrap_fails_the_job_loudly(spark, build, tmp_path):
+    import dataclasses
+
+    from jobs import traces
+    from pipeline.errors import UserError
+
+    cfg, _, _ = build
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    auto = dataclasses.replace(cfg, traces=dataclasses.replace(cfg.traces, bubblewrap_binary=str(broken)))
+    with pytest.raises(UserError, match="(?s)setting up uid map: Permission denied.*apt-get install bubblewrap"):
+        traces.run(spark, auto, force=True)

@@ -13,8 +13,20 @@ import time
 
 import pytest
 
+from pipeline.errors import UserError
 from pipeline.traces.config import TracesConfig
-from pipeline.traces.sandbox import ENVIRONMENT, Sandbox, _probe, _python_roots, bubblewrap_args
+from pipeline.traces.generate import _unit_row, trace_rows
+from pipeline.traces.sandbox import (
+    ENVIRONMENT,
+    NOBODY,
+    Sandbox,
+    SandboxUnavailable,
+    _probe,
+    _python_roots,
+    _reachable_by_others,
+    bubblewrap_args,
+)
+from pipeline.traces.units import unit_from_record
 
 SECRET = "rnj-secret-7f3a9c1e"
 LIMITS = {"cpu_seconds": 1, "wall_seconds": 4.0, "memory_mb": 256, "file_mb": 1, "disk_mb": 4, "workers": 8}
@@ -25,6 +37,31 @@ def _bubblewrap_usable() -> bool:
 
     args = bubblewrap_args(_python_roots(), 4, os.geteuid() == 0)
     return _probe(tuple(args), os.path.realpath(sys.executable)) is None
+
+
+def none_mode_python() -> str | None:
+    """An interpreter that uid 65534 can run (as root, mode `none` drops to it), or None when there is none."""
+    import subprocess
+    import sys
+
+    if os.geteuid() != 0 or _reachable_by_others(_python_roots()):
+        return None
+    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.path.exists(candidate):
+            version = subprocess.run([candidate, "-c", "import sys; print(sys.version_info >= (3, 11))"],
+                                     capture_output=True, text=True, check=False).stdout.strip()
+            if version == "True" and _reachable_by_others(_python_roots(os.path.realpath(candidate))):
+                return candidate
+    pytest.skip(f"as root, mode 'none' needs an interpreter that uid {NOBODY} can reach; {sys.executable} "
+                "is not and no reachable Python 3.11+ was found")
+
+
+def sandbox_for(mode: str, **limits) -> Sandbox:
+    """A sandbox in `mode` (skipped where bubblewrap cannot run; `none` as root on a reachable interpreter)."""
+    if mode == "bubblewrap" and not _bubblewrap_usable():
+        pytest.skip("bubblewrap is missing or cannot create namespaces here")
+    cfg = TracesConfig(enabled=True, sandbox=mode, **{**LIMITS, **limits})
+    return Sandbox(cfg, python=none_mode_python() if mode == "none" else None)
 
 
 def script(code: str) -> dict:
@@ -110,8 +147,6 @@ def listener():
 
 @pytest.mark.parametrize("mode", ["bubblewrap", "none"])
 def test_hostile_units_end_as_statuses_and_harm_nothing(mode, tmp_path, listener, monkeypatch):
-    if mode == "bubblewrap" and not _bubblewrap_usable():
-        pytest.skip("bubblewrap is missing or cannot create namespaces here")
     monkeypatch.setenv("RNJ_TEST_SECRET", SECRET)
     outside = tmp_path / "outside"
     outside.mkdir()
@@ -120,7 +155,7 @@ def test_hostile_units_end_as_statuses_and_harm_nothing(mode, tmp_path, listener
     secret_file = tmp_path / "secret.txt"
     secret_file.write_text(SECRET)
     units = hostile_units(canary, secret_file, listener.getsockname()[1])
-    sandbox = Sandbox(TracesConfig(enabled=True, sandbox=mode, **LIMITS))
+    sandbox = sandbox_for(mode)
     assert ("bubblewrap" in sandbox.layers) == (mode == "bubblewrap")
 
     start = time.monotonic()
@@ -142,7 +177,7 @@ def test_hostile_units_end_as_statuses_and_harm_nothing(mode, tmp_path, listener
 
 
 def test_disk_fill_stops_at_the_file_limit():
-    sandbox = Sandbox(TracesConfig(enabled=True, sandbox="none", **LIMITS))
+    sandbox = sandbox_for("none")
     result = sandbox.run(script("with open('big', 'wb') as f:\n    while True:\n        f.write(b'0' * 65536)\n"))
     assert result.status == "ok"
     assert result.runs[0]["result"]["raises"].startswith("OSError: [Errno 27] File too large")
@@ -150,7 +185,7 @@ def test_disk_fill_stops_at_the_file_limit():
 
 def test_environment_is_the_fixed_one(monkeypatch):
     monkeypatch.setenv("RNJ_TEST_SECRET", SECRET)
-    sandbox = Sandbox(TracesConfig(enabled=True, sandbox="none", **LIMITS))
+    sandbox = sandbox_for("none")
     result = sandbox.run(script("import os\nprint(sorted(os.environ))\n"))
     assert result.status == "ok"
     assert result.runs[0]["output"] == f"{sorted([*ENVIRONMENT, 'HOME', 'TMPDIR'])}\n"
@@ -161,7 +196,7 @@ def test_working_folder_is_fresh_and_removed(tmp_path, monkeypatch):
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", None)
-    sandbox = Sandbox(TracesConfig(enabled=True, sandbox="none", **LIMITS))
+    sandbox = sandbox_for("none")
     code = "import os\nprint(os.listdir('.'))\nopen('left-behind', 'w').write('x')\n"
     first, second = sandbox.run(script(code)), sandbox.run(script(code))
     assert first.runs[0]["output"] == second.runs[0]["output"] == "[]\n"
@@ -173,8 +208,38 @@ def test_a_normal_unit_traces_the_same_in_both_modes():
     modes = ["bubblewrap", "none"] if _bubblewrap_usable() else ["none"]
     runs = []
     for mode in modes:
-        result = Sandbox(TracesConfig(enabled=True, sandbox=mode, **LIMITS)).run(function(code, "f", [[1, 5, 3, 5]]))
+        result = sandbox_for(mode).run(function(code, "f", [[1, 5, 3, 5]]))
         assert result.status == "ok", result.detail
         runs.append(result.runs)
     assert all(r == runs[0] for r in runs)
     assert runs[0][0]["result"] == {"value": "(9, {1, 3, 5})"}
+
+
+@pytest.fixture
+def broken_bwrap(tmp_path):
+    binary = tmp_path / "bwrap"
+    binary.write_text("#!/bin/sh\necho 'bwrap: No permissions to create new namespace' >&2\nexit 1\n")
+    binary.chmod(0o755)
+    return str(binary)
+
+
+@pytest.mark.parametrize("mode", ["auto", "bubblewrap"])
+@pytest.mark.parametrize("binary", ["broken", "missing"])
+def test_a_sandbox_that_cannot_start_fails_loudly(mode, binary, broken_bwrap, tmp_path):
+    path = broken_bwrap if binary == "broken" else str(tmp_path / "no-such-bwrap")
+    with pytest.raises(SandboxUnavailable) as raised:
+        Sandbox(TracesConfig(enabled=True, sandbox=mode, bubblewrap_binary=path))
+    message = str(raised.value)
+    assert isinstance(raised.value, UserError)
+    assert ("No permissions to create new namespace" if binary == "broken" else "is not installed") in message
+    for fix in ("apt-get install bubblewrap", "user namespaces", "GKE", "sandbox = 'none'"):
+        assert fix in message
+
+
+def test_an_opted_in_weaker_mode_warns_and_is_recorded(broken_bwrap, caplog):
+    sandbox = sandbox_for("none", bubblewrap_binary=broken_bwrap)
+    assert "sandbox = 'none'" in caplog.text and caplog.records[-1].levelname == "WARNING"
+    assert sandbox.mode == "none" and sandbox.layers[0] == "tempdir"
+    record = {"id": "u", "code": "def f():\n    return 1\n", "entry_point": "f", "inputs": [[]]}
+    (row,) = trace_rows([_unit_row(unit_from_record(record))], sandbox.cfg, sandbox)
+    assert row["status"] == "ok" and row["meta"]["sandbox_mode"] == "none"
