@@ -128,7 +128,8 @@ class Sandbox:
         return {"cpu_seconds": cfg.cpu_seconds, "memory_mb": cfg.memory_mb, "file_mb": cfg.file_mb,
                 "open_files": cfg.open_files, "max_steps": cfg.max_steps, "max_trace_bytes": cfg.max_trace_bytes,
                 "repr_width": cfg.repr_width, "max_output_bytes": cfg.max_output_bytes,
-                "files_to_write": None if self.bwrap else max(4, cfg.disk_mb // cfg.file_mb)}
+                "files_to_write": None if self.bwrap else max(4, cfg.disk_mb // cfg.file_mb),
+                "namespaced": self.bwrap is not None}
 
     def _python_command(self) -> list[str]:
         command = [self.python, "-S", "-s", "-P", "-c", BOOTSTRAP]
@@ -180,12 +181,15 @@ def _plain(value):
 def bubblewrap_args(roots: tuple[str, ...], disk_mb: int, as_root: bool, binary: str = "bwrap") -> list[str]:
     """The bwrap command line before the program: fresh namespaces, read-only system, tmpfs working folder.
 
-    As root no user namespace is made (root's own would still map to the host's root): the runner drops to
-    uid 65534 instead, which clears every capability. As anyone else `--unshare-all --cap-drop ALL`.
+    As root no user namespace is made (root's would map to the host's root, so files would still be owned
+    by uid 0): bwrap drops every capability but the two the runner needs to switch to uid 65534 (CAP_SETUID,
+    CAP_SETGID), and that switch, before any unit code, clears those too; with `no_new_privs` (bwrap sets it)
+    nothing can raise them again. As anyone else `--unshare-all --cap-drop ALL`.
     """
     args = [shutil.which(binary) or binary, "--die-with-parent", "--new-session"]
     if as_root:
-        args += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        args += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                 "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         args += ["--unshare-all", "--cap-drop", "ALL"]
     args += ["--ro-bind", "/usr", "/usr"]
