@@ -111,6 +111,20 @@ def _scalar_repr(value, limit):
     return strip_addresses(text)
 
 
+def result_repr(value, cap):
+    """A stable repr of at most `cap` UTF-8 bytes (plus `…` when cut): the result of a call."""
+    return _cut_bytes(stable_repr(value, cap), cap)
+
+
+def _cut_bytes(text, cap):
+    if len(text) * 4 <= cap:
+        return text
+    data = text.encode("utf-8", "surrogatepass")
+    if len(data) <= cap:
+        return text
+    return data[:cap].decode("utf-8", "ignore").rstrip(ELLIPSIS) + ELLIPSIS
+
+
 def strip_addresses(text):
     """Drop ` at 0x7f...` (and `object ` before it) from default reprs: addresses change every run."""
     start = text.find(" at 0x")
@@ -629,9 +643,11 @@ class Unit:
         self.capture.size = 0
 
     def _result(self, value, error):
-        width = self.limits["repr_width"]
+        """The call's final value or exception, whole up to `result_bytes` (intermediate records use
+        `repr_width`)."""
+        cap = self.limits["result_bytes"]
         if error is None:
-            return {"value": "exit 0" if self.request["kind"] == "script" else stable_repr(value, width)}
+            return {"value": "exit 0" if self.request["kind"] == "script" else result_repr(value, cap)}
         if isinstance(error, SystemExit) and self.request["kind"] == "script" and error.code in (None, 0):
             return {"value": "exit 0"}
         frames = []
@@ -641,7 +657,7 @@ class Unit:
             if code.co_filename.startswith(("<unit", "<example")):
                 frames.append([code.co_filename, tb.tb_lineno, code.co_name])
             tb = tb.tb_next
-        return {"raises": _describe(error, width), "traceback": frames[-8:]}
+        return {"raises": _cut_bytes(_describe(error, cap), cap), "traceback": frames[-8:]}
 
     def _tests(self, namespace, function):
         try:

@@ -127,7 +127,8 @@ class Sandbox:
         cfg = self.cfg
         return {"cpu_seconds": cfg.cpu_seconds, "memory_mb": cfg.memory_mb, "file_mb": cfg.file_mb,
                 "open_files": cfg.open_files, "max_steps": cfg.max_steps, "max_trace_bytes": cfg.max_trace_bytes,
-                "repr_width": cfg.repr_width, "max_output_bytes": cfg.max_output_bytes,
+                "repr_width": cfg.repr_width, "result_bytes": cfg.max_result_repr_bytes,
+                "max_output_bytes": cfg.max_output_bytes,
                 "files_to_write": None if self.bwrap else max(4, cfg.disk_mb // cfg.file_mb),
                 "namespaced": self.bwrap is not None}
 

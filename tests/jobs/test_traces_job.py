@@ -11,6 +11,7 @@ import pytest
 from pipeline.config import parse_build
 from pipeline.documents import DOCUMENT_SCHEMA
 from pipeline.traces.format import MARKERS
+from tests.pipeline.traces.sandboxes import bubblewrap_usable
 
 SAMPLE_UNITS = 12
 HOSTILE = [
@@ -55,6 +56,7 @@ workers = 2
 cpu_seconds = 1
 wall_seconds = 4.0
 memory_mb = 256
+{"" if bubblewrap_usable() else 'sandbox = "none"'}
 """
     cfg = parse_build(toml, str(root / "build.toml"))
     from jobs import ingest, traces

@@ -21,47 +21,18 @@ from pipeline.traces.sandbox import (
     NOBODY,
     Sandbox,
     SandboxUnavailable,
-    _probe,
-    _python_roots,
-    _reachable_by_others,
     bubblewrap_args,
 )
 from pipeline.traces.units import unit_from_record
+from tests.pipeline.traces.sandboxes import bubblewrap_usable, sandbox_in
 
 SECRET = "rnj-secret-7f3a9c1e"
 LIMITS = {"cpu_seconds": 1, "wall_seconds": 4.0, "memory_mb": 256, "file_mb": 1, "disk_mb": 4, "workers": 8}
 
 
-def _bubblewrap_usable() -> bool:
-    import sys
-
-    args = bubblewrap_args(_python_roots(), 4, os.geteuid() == 0)
-    return _probe(tuple(args), os.path.realpath(sys.executable)) is None
-
-
-def none_mode_python() -> str | None:
-    """An interpreter that uid 65534 can run (as root, mode `none` drops to it), or None when there is none."""
-    import subprocess
-    import sys
-
-    if os.geteuid() != 0 or _reachable_by_others(_python_roots()):
-        return None
-    for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
-        if os.path.exists(candidate):
-            version = subprocess.run([candidate, "-c", "import sys; print(sys.version_info >= (3, 11))"],
-                                     capture_output=True, text=True, check=False).stdout.strip()
-            if version == "True" and _reachable_by_others(_python_roots(os.path.realpath(candidate))):
-                return candidate
-    pytest.skip(f"as root, mode 'none' needs an interpreter that uid {NOBODY} can reach; {sys.executable} "
-                "is not and no reachable Python 3.11+ was found")
-
-
 def sandbox_for(mode: str, **limits) -> Sandbox:
     """A sandbox in `mode` (skipped where bubblewrap cannot run; `none` as root on a reachable interpreter)."""
-    if mode == "bubblewrap" and not _bubblewrap_usable():
-        pytest.skip("bubblewrap is missing or cannot create namespaces here")
-    cfg = TracesConfig(enabled=True, sandbox=mode, **{**LIMITS, **limits})
-    return Sandbox(cfg, python=none_mode_python() if mode == "none" else None)
+    return sandbox_in(mode, TracesConfig(enabled=True, sandbox=mode, **{**LIMITS, **limits}))
 
 
 def script(code: str) -> dict:
@@ -291,7 +262,7 @@ def test_working_folder_is_fresh_and_removed(tmp_path, monkeypatch):
 
 def test_a_normal_unit_traces_the_same_in_both_modes():
     code = "def f(xs):\n    seen = set(xs)\n    total = sum(seen)\n    return total, seen\n"
-    modes = ["bubblewrap", "none"] if _bubblewrap_usable() else ["none"]
+    modes = ["bubblewrap", "none"] if bubblewrap_usable() else ["none"]
     runs = []
     for mode in modes:
         result = sandbox_for(mode).run(function(code, "f", [[1, 5, 3, 5]]))

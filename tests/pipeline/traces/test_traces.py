@@ -9,9 +9,9 @@ import pytest
 from pipeline.traces.config import TracesConfig
 from pipeline.traces.format import MARKERS, RenderedRun, Step, render_document
 from pipeline.traces.generate import _unit_row, trace_rows
-from pipeline.traces.sandbox import Sandbox
 from pipeline.traces.sft import question, rng_for, spot_error
 from pipeline.traces.units import doctest_units, unit_from_record
+from tests.pipeline.traces.sandboxes import best_sandbox
 
 CFG = TracesConfig(enabled=True, workers=4, cpu_seconds=1, wall_seconds=5.0, memory_mb=256)
 EVALUATE = "def evaluate(a, b, c):\n    product = b * c\n    return a + product\n"
@@ -41,7 +41,7 @@ def inner(x):
 
 @pytest.fixture(scope="module")
 def sandbox():
-    return Sandbox(CFG)
+    return best_sandbox(CFG)
 
 
 def run(records, sandbox, cfg=CFG):
@@ -87,7 +87,7 @@ def test_step_and_byte_caps_mark_truncation_and_keep_the_result(sandbox):
     code = "def spin(n):\n    total = 0\n    for i in range(n):\n        total += i\n    return total\n"
     record = {"id": "s", "code": code, "entry_point": "spin", "inputs": [[100000]]}
     capped = dataclasses.replace(CFG, max_steps=20)
-    (row,) = run([record], Sandbox(capped), capped)
+    (row,) = run([record], best_sandbox(capped), capped)
     assert row["text"].count("<|line|>") == 20
     assert "<|truncated|>\n<|result|> 4999950000\n" in row["text"] and row["meta"]["truncated"] == "true"
     (row,) = run([record], sandbox, dataclasses.replace(CFG, max_trace_bytes=300))
@@ -154,3 +154,19 @@ def test_a_forged_result_is_an_error_not_a_crash(sandbox):
     forge = "import os\nos.write(3, b'{\"status\": \"ok\", \"runs\": [{\"bogus\": 1}]}')\nos._exit(0)\n"
     (row,) = run([{"id": "forged", "code": forge}], sandbox)
     assert (row["status"], row["detail"]) == ("error", "malformed result: KeyError")
+
+
+def test_long_results_are_kept_whole_and_only_states_are_cut(sandbox):
+    code = "def f(n):\n    xs = list(range(n))\n    return xs\n"
+    (row,) = run([{"id": "long", "code": code, "entry_point": "f", "inputs": [[2000]]}], sandbox)
+    whole = repr(list(range(2000)))
+    assert f"<|result|> {whole}\n" in row["text"]
+    state = next(line for line in row["text"].splitlines() if line.startswith("<|state|> xs="))
+    assert len(state) < 100 and state.endswith("…")
+    (answer,) = [e["response"] for e in row["sft"] if e["kind"] == "question"]
+    assert answer.endswith(f"Answer: {whole}")
+    capped = dataclasses.replace(CFG, max_result_repr_bytes=1000)
+    (row,) = run([{"id": "cut", "code": code, "entry_point": "f", "inputs": [[2000]]}], best_sandbox(capped), capped)
+    result = next(line for line in row["text"].splitlines() if line.startswith("<|result|>"))
+    assert result == f"<|result|> {whole[:999]}…" or result == f"<|result|> {whole[:1000]}…"
+    assert len(result.removeprefix("<|result|> ").encode()) <= 1000 + len("…".encode())
