@@ -170,3 +170,10 @@ def test_long_results_are_kept_whole_and_only_states_are_cut(sandbox):
     result = next(line for line in row["text"].splitlines() if line.startswith("<|result|>"))
     assert result == f"<|result|> {whole[:999]}…" or result == f"<|result|> {whole[:1000]}…"
     assert len(result.removeprefix("<|result|> ").encode()) <= 1000 + len("…".encode())
+
+
+def test_input_dicts_reach_the_code_in_their_own_order(sandbox):
+    code = "def f(d):\n    return [k for k in d]\n"
+    (row,) = run([{"id": "order", "code": code, "entry_point": "f", "inputs": [[{"b": 1, "a": 2, "c": 3}]]}],
+                 sandbox)
+    assert "<|result|> ['b', 'a', 'c']\n" in row["text"]
