@@ -177,3 +177,21 @@ def test_input_dicts_reach_the_code_in_their_own_order(sandbox):
     (row,) = run([{"id": "order", "code": code, "entry_point": "f", "inputs": [[{"b": 1, "a": 2, "c": 3}]]}],
                  sandbox)
     assert "<|result|> ['b', 'a', 'c']\n" in row["text"]
+
+
+@pytest.mark.parametrize("right", ["1.0", "-1.0", "2.0", "-2.0", "0.0", "-0.0", "0.5", "1e+20", "1.7976931348623157e+308",
+                                   "2e-07", "0", "1", "-2", "True", "False", "''", "'a'", "'ab'", "'0'"])
+def test_spot_error_never_plants_the_right_value(right):
+    import ast
+
+    from pipeline.traces.sft import _wrong_value
+
+    for seed in range(500):
+        wrong = _wrong_value(right, rng_for(seed, "unit", "spot_error"))
+        assert wrong != right and ast.literal_eval(wrong) != ast.literal_eval(right), (seed, wrong)
+    run_ = RenderedRun("f(2)", (Step("line", "<|line|> 2 x = y", where="2 x = y"),
+                                Step("state", f"<|state|> x={right}", changes=(("x", right),))),
+                       ("<|result|> None",), "None", None, None)
+    for seed in range(200):
+        example = spot_error("def f(y):\n    x = y\n", [run_], rng_for(seed, "u", "spot_error"))
+        assert f"is {right}, not {right}." not in example.response
