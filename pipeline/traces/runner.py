@@ -13,7 +13,11 @@ audit hook are installed and before any unit code runs.
 
 Request: {"kind": "function"|"doctest"|"script", "code", "entry_point", "inputs", "tests", "examples",
 "limits": {...}}. Result: {"status", "detail", "runs": [{"label", "events", "result", "output_bytes"}],
-"tests", "truncated"}. Events are short lists; pipeline/traces/format.py renders them.
+"tests", "truncated"}. Events are short lists; pipeline/traces/format.py renders them. Every event of a
+frame ends with the frame's call depth below the traced call (0 for the call itself, 1 for what it calls):
+["call", name, [[arg, repr]...], depth], ["line", file, lineno, depth], ["state", [[name, repr]...], depth],
+["exception", lineno, "Type: message", depth], ["return", name, repr | None, raised type | None, depth];
+["output", text] and ["truncated"] belong to no frame.
 """
 
 # ruff: noqa: BLE001, S102 - executing arbitrary units and outliving whatever they raise is this file's job
@@ -161,6 +165,8 @@ class Tracer:
         self.raised = {}
         self.finished = False
         """Set after its call: a generator the call left behind must not add to a finished trace."""
+        self.depths = {}
+        """id(frame) -> call depth below the traced call (0 for its own frame) of each live traced frame."""
 
     def trace_call(self, frame, event, arg):
         if self.truncated or self.finished or frame.f_code.co_filename not in self.files:
@@ -187,32 +193,46 @@ class Tracer:
         code = frame.f_code
         snapshot = self._snapshot(frame, {})
         self.snapshots[id(frame)] = snapshot
+        depth = self.depths[id(frame)] = self._depth(frame)
         if code.co_name != "<module>":
             names = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount
                                      + bool(code.co_flags & 4) + bool(code.co_flags & 8)]
             args = [[n, snapshot[n][1]] for n in names if n in snapshot]
-            self._add(["call", code.co_name, args])
+            self._add(["call", code.co_name, args, depth])
         return self.trace_local
+
+    def _depth(self, frame):
+        """One more than the nearest traced frame below on the stack; 0 when there is none."""
+        caller = frame.f_back
+        while caller is not None:
+            known = self.depths.get(id(caller))
+            if known is not None:
+                return known + 1
+            caller = caller.f_back
+        return 0
 
     def _local(self, frame, event, arg):
         key = id(frame)
+        depth = self.depths.get(key, 0)
         if event == "line":
-            self._state(frame)
+            self._state(frame, depth)
             self.raised.pop(key, None)
-            self._add(["line", frame.f_code.co_filename, frame.f_lineno], step=True)
+            self._add(["line", frame.f_code.co_filename, frame.f_lineno, depth], step=True)
         elif event == "exception":
-            self._state(frame)
+            self._state(frame, depth)
             error = arg[1]
             if self.raised.get(key) is not error:
                 self.raised[key] = error
-                self._add(["exception", frame.f_lineno, _describe(error, self.width)])
+                self._add(["exception", frame.f_lineno, _describe(error, self.width), depth])
         elif event == "return":
-            self._state(frame)
+            self._state(frame, depth)
             self.snapshots.pop(key, None)
+            self.depths.pop(key, None)
             raised = self.raised.pop(key, None)
             if frame.f_code.co_name != "<module>":
                 value = None if raised is not None else stable_repr(arg, self.width)
-                self._add(["return", frame.f_code.co_name, value, type(raised).__name__ if raised else None])
+                self._add(["return", frame.f_code.co_name, value, type(raised).__name__ if raised else None,
+                           depth])
 
     def output(self, text):
         """Printed text, merged with the previous event when that was printed text too."""
@@ -226,7 +246,7 @@ class Tracer:
         else:
             self._add(["output", text[: self.width]])
 
-    def _state(self, frame):
+    def _state(self, frame, depth):
         key = id(frame)
         before = self.snapshots.get(key, {})
         after = self._snapshot(frame, before)
@@ -234,7 +254,7 @@ class Tracer:
                    if name not in before or before[name][1] != after[name][1]]
         self.snapshots[key] = after
         if changed:
-            self._add(["state", changed])
+            self._add(["state", changed, depth])
 
     def _snapshot(self, frame, before):
         """name -> (value id, repr) for the frame's variables; unchanged immutable values are not repr'd."""

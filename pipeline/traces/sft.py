@@ -66,7 +66,7 @@ def spot_error(source: str, runs: list[RenderedRun], rng: random.Random) -> SftE
     name, right = step.changes[j]
     wrong = _wrong_value(right, rng)
     changes = tuple((n, wrong if k == j else v) for k, (n, v) in enumerate(step.changes))
-    planted = Step("state", state_text(changes), changes)
+    planted = Step("state", state_text(changes, step.depth), changes, depth=step.depth)
     shown = run.steps[:i] + (planted,) + run.steps[i + 1:i + 1 + rng.randint(0, AFTER_PLANT)]
     before = _line_before(run.steps, i)
     prompt = (

@@ -62,9 +62,10 @@ def test_exceptions_output_and_nested_calls(sandbox):
     (row,) = run([{"id": "r", "code": RAISING, "entry_point": "outer", "inputs": [[2], [-1]]}], sandbox)
     text = row["text"]
     assert "<|output|> 'checking 2\\n'" in text
-    assert "<|call|> inner(x=2)\n<|line|> 7 if x < 0:\n<|line|> 9 return x\n<|return|> inner -> 2" in text
-    assert "<|line|> 8 raise ValueError('negative')\n<|exception|> 8 ValueError: negative\n" in text
-    assert "<|return|> inner raised ValueError" in text and "<|return|> outer raised ValueError" in text
+    assert ("<|call|> @1 inner(x=2)\n<|line|> @1 7 if x < 0:\n<|line|> @1 9 return x\n<|return|> @1 inner -> 2"
+            in text)
+    assert "<|line|> @1 8 raise ValueError('negative')\n<|exception|> @1 8 ValueError: negative\n" in text
+    assert "<|return|> @1 inner raised ValueError" in text and "<|return|> outer raised ValueError" in text
     assert text.endswith("<|result|> raises ValueError: negative\n  line 3 return inner(x) (in outer)\n"
                          "  line 8 raise ValueError('negative') (in inner)\n")
 
@@ -114,7 +115,7 @@ def test_scripts_doctests_and_failures(sandbox):
     assert (syntax["status"], missing["status"]) == ("error", "error")
     assert "does not compile" in syntax["detail"] and "entry point 'f'" in missing["detail"]
     assert doc["status"] == "ok" and doc["meta"]["doctest_matches"] == "2/2"
-    assert "<|trace|> >>> double(3)\n<|line|> >>> double(3)\n<|call|> double(x=3)" in doc["text"]
+    assert "<|trace|> >>> double(3)\n<|line|> >>> double(3)\n<|call|> @1 double(x=3)" in doc["text"]
     assert "<|result|> 6\n" in doc["text"]
     assert "unsupported operand type(s) for *: 'int' and 'NoneType'" in doc["text"]
 
@@ -195,3 +196,19 @@ def test_spot_error_never_plants_the_right_value(right):
     for seed in range(200):
         example = spot_error("def f(y):\n    x = y\n", [run_], rng_for(seed, "u", "spot_error"))
         assert f"is {right}, not {right}." not in example.response
+
+
+def test_recursive_frames_carry_their_depth(sandbox):
+    code = "def fact(n):\n    if n <= 1:\n        return 1\n    return n * fact(n - 1)\n"
+    (row,) = run([{"id": "fact", "code": code, "entry_point": "fact", "inputs": [[3]]}], sandbox)
+    records = row["text"].split("<|trace|> fact(3)\n")[1].splitlines()
+    assert records == [
+        "<|call|> fact(n=3)", "<|line|> 2 if n <= 1:", "<|line|> 4 return n * fact(n - 1)",
+        "<|call|> @1 fact(n=2)", "<|line|> @1 2 if n <= 1:", "<|line|> @1 4 return n * fact(n - 1)",
+        "<|call|> @2 fact(n=1)", "<|line|> @2 2 if n <= 1:", "<|line|> @2 3 return 1", "<|return|> @2 fact -> 1",
+        "<|return|> @1 fact -> 2", "<|return|> fact -> 6", "<|result|> 6"]
+    deep = RenderedRun("f(2)", (Step("line", "<|line|> @2 2 x = y", where="2 x = y", depth=2),
+                                Step("state", "<|state|> @2 x=5", changes=(("x", "5"),), depth=2)),
+                       ("<|result|> None",), "None", None, None)
+    example = spot_error("def f(y):\n    x = y\n", [deep], rng_for(0, "u", "spot_error"))
+    assert "\n<|state|> @2 x=" in example.prompt and "\n<|state|> @2 x=5" not in example.prompt
