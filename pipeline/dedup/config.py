@@ -152,12 +152,23 @@ class DecontaminateConfig:
     text_field: str = "text"
     """Field of each evaluation record that holds its text."""
     ngram: int = 13
-    """Overlap unit, in normalised words: 13-grams, as in GPT-3's and Llama's contamination studies, are
-    long enough that common phrases never match and short enough to catch a pasted problem."""
+    """Overlap unit, in words once names are set aside (docs/dedup.md): long enough that unrelated text
+    never shares one by chance, short enough to fit between a renamed copy's changes."""
+    min_ngrams: int = 3
+    """A document contains an item when it holds this many of the item's evidence n-grams (a pasted
+    prompt, a partial copy, an edited copy: each keeps a run of them; an n-gram that k items share counts
+    1/k)..."""
     min_item_fraction: float = 0.5
-    """A document is contaminated by an evaluation item when it holds at least this share of the item's
-    n-grams; 0 means any single shared n-gram. Templated data (generated maths, forms) shares stock
-    13-word phrases across unrelated items; a pasted item shares nearly all of its n-grams."""
+    """...or this share of them when that is fewer (a short item has few n-grams); 0 means any single one."""
+    min_content_words: int = 2
+    """An n-gram is evidence only when it holds this many content words: not Python keywords, builtins,
+    common methods, English function words or single characters, the idioms every program shares."""
+    common_word_share: float = 0.05
+    """A word found in this share of the evaluation items is no content word either (a template's words,
+    a code set's usual names), unless fewer than `template_items` items hold it."""
+    template_items: int = 3
+    """An n-gram found in this many evaluation items or more is a template's stock phrase (generated
+    problems share them), not evidence of any one item."""
     action: Literal["drop", "remove_span"] = "drop"
     """`drop`: drop a matching document (`contaminated`); `remove_span`: cut the matching words out and
     keep the rest (dropped as `contaminated` only if less than `min_chars_after` remains)."""
@@ -167,6 +178,11 @@ class DecontaminateConfig:
     def __post_init__(self) -> None:
         require(self.ngram >= 1, "decontaminate.ngram must be at least 1")
         require(0 <= self.min_item_fraction <= 1, "decontaminate.min_item_fraction must lie in [0, 1]")
+        require(self.min_ngrams >= 1, "decontaminate.min_ngrams must be at least 1")
+        require(0 <= self.min_content_words <= self.ngram,
+                "decontaminate.min_content_words must lie between 0 and decontaminate.ngram")
+        require(0 < self.common_word_share <= 1, "decontaminate.common_word_share must lie in (0, 1]")
+        require(self.template_items >= 2, "decontaminate.template_items must be at least 2")
 
 
 @dataclass(frozen=True, kw_only=True)
