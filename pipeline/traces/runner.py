@@ -3,10 +3,12 @@
 Standard library only and self-contained: the parent starts `python -S -s -P -c BOOTSTRAP [--drop-uid N]`
 inside the sandbox and writes two marshalled values on stdin: this file compiled (compiling it in every
 process would cost more than running a small unit) and the request (marshal: trusted, needs no import). It
-reads one JSON result from stdout (written by `to_json` below: importing `json` would cost as much again). Everything that
-protects the worker lives outside this process (namespaces, rlimits, the parent's timeout); what this file
-adds is the in-process layer (privilege drop, rlimits, an audit hook, stubs for thread and process creation),
-which a determined unit may get around: it is one layer of several, see docs/traces.md.
+reads one JSON result from stdout (written by `to_json` below: importing `json` would cost as much again). The
+namespaces and the parent's timeout live outside this process; what this file adds is the in-process layer
+(privilege drop, rlimits, an audit hook, stubs for thread and process creation). The hook keeps everything it
+uses in its own closure, bound before any unit code runs, and ends the process itself on a refusal, so
+patching this module, `os`, `sys` or `builtins` does not switch it off (`install_guard`); it is still one
+layer of several, see docs/traces.md.
 
 Order matters: the request is read and the modules the runner needs are imported *before* the limits and the
 audit hook are installed and before any unit code runs.
