@@ -393,7 +393,7 @@ def install_guard(workdir, read_roots, files_to_write, namespaced, result_fd):
     devices, write_flags = frozenset(READABLE_DEVICES), WRITE_FLAGS
     workdir_prefix = workdir.rstrip("/") + "/"
     roots, root_prefixes = tuple(read_roots), tuple(r.rstrip("/") + "/" for r in read_roots)
-    lstat, readlink, write, end_process = posix.lstat, posix.readlink, posix.write, posix._exit
+    lstat, readlink, write, end_process, getcwd = posix.lstat, posix.readlink, posix.write, posix._exit, posix.getcwd
     kind_of, is_instance, show, flipped, size_of, truth = type, isinstance, repr, reversed, len, bool
     str_type, bytes_type, int_type = str, bytes, int
     exact_str, decode = str.__str__, bytes.decode
@@ -436,8 +436,8 @@ def install_guard(workdir, read_roots, files_to_write, namespaced, result_fd):
                     # The real path, symlinks followed, with C calls only (os.path.realpath is Python).
                     pending = text.split("/")
                     pending.reverse()
-                    if not text.startswith("/"):
-                        pending.extend(flipped(workdir.split("/")))
+                    if not text.startswith("/"):  # against the real working folder: os.fchdir is not audited
+                        pending.extend(flipped(getcwd().split("/")))
                     parts, hops = [], 0
                     while pending:
                         part = pending.pop()
