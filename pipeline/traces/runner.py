@@ -3,10 +3,12 @@
 Standard library only and self-contained: the parent starts `python -S -s -P -c BOOTSTRAP [--drop-uid N]`
 inside the sandbox and writes two marshalled values on stdin: this file compiled (compiling it in every
 process would cost more than running a small unit) and the request (marshal: trusted, needs no import). It
-reads one JSON result from stdout (written by `to_json` below: importing `json` would cost as much again). Everything that
-protects the worker lives outside this process (namespaces, rlimits, the parent's timeout); what this file
-adds is the in-process layer (privilege drop, rlimits, an audit hook, stubs for thread and process creation),
-which a determined unit may get around: it is one layer of several, see docs/traces.md.
+reads one JSON result from stdout (written by `to_json` below: importing `json` would cost as much again). The
+namespaces and the parent's timeout live outside this process; what this file adds is the in-process layer
+(privilege drop, rlimits, an audit hook, stubs for thread and process creation). The hook keeps everything it
+uses in its own closure, bound before any unit code runs, and ends the process itself on a refusal, so
+patching this module, `os`, `sys` or `builtins` does not switch it off (`install_guard`); it is still one
+layer of several, see docs/traces.md.
 
 Order matters: the request is read and the modules the runner needs are imported *before* the limits and the
 audit hook are installed and before any unit code runs.
@@ -391,7 +393,7 @@ def install_guard(workdir, read_roots, files_to_write, namespaced, result_fd):
     devices, write_flags = frozenset(READABLE_DEVICES), WRITE_FLAGS
     workdir_prefix = workdir.rstrip("/") + "/"
     roots, root_prefixes = tuple(read_roots), tuple(r.rstrip("/") + "/" for r in read_roots)
-    lstat, readlink, write, end_process = posix.lstat, posix.readlink, posix.write, posix._exit
+    lstat, readlink, write, end_process, getcwd = posix.lstat, posix.readlink, posix.write, posix._exit, posix.getcwd
     kind_of, is_instance, show, flipped, size_of, truth = type, isinstance, repr, reversed, len, bool
     str_type, bytes_type, int_type = str, bytes, int
     exact_str, decode = str.__str__, bytes.decode
@@ -434,8 +436,8 @@ def install_guard(workdir, read_roots, files_to_write, namespaced, result_fd):
                     # The real path, symlinks followed, with C calls only (os.path.realpath is Python).
                     pending = text.split("/")
                     pending.reverse()
-                    if not text.startswith("/"):
-                        pending.extend(flipped(workdir.split("/")))
+                    if not text.startswith("/"):  # against the real working folder: os.fchdir is not audited
+                        pending.extend(flipped(getcwd().split("/")))
                     parts, hops = [], 0
                     while pending:
                         part = pending.pop()

@@ -2,12 +2,13 @@
 
 Layers (docs/traces.md has the threat model):
 
-- `bubblewrap`: new network, pid, ipc and uts namespaces (and a user namespace when not root), the system
-  and the Python installation mounted read-only, nothing else of the host visible, a size-capped tmpfs as
-  the working folder; falls back to `tempdir` (a fresh host folder, removed afterwards) when bwrap is
-  missing or cannot create namespaces here.
-- `uid-drop`: when the worker runs as root, the unit runs as uid/gid 65534 so RLIMIT_NPROC and file
-  permissions bind it.
+- `bubblewrap`: new network, pid, ipc and uts namespaces (and a user namespace when not root; as root every
+  capability dropped but the two the uid drop needs), the system and the Python installation mounted
+  read-only, nothing else of the host visible, a size-capped tmpfs as the working folder. `auto` and
+  `bubblewrap` require it and fail with a UserError when it cannot start; only `none`, named in the build
+  file, runs without it (`tempdir`: a fresh host folder, removed afterwards), with a warning per task.
+- `uid-drop`: whenever the worker runs as root (every mode), the unit runs as uid/gid 65534 so RLIMIT_NPROC
+  and file permissions bind it.
 - `rlimits`: CPU, address space, file size, open files, processes, no core dumps.
 - `audit-hook`: in-process refusal of sockets, processes, ctypes and paths outside the sandbox.
 - `empty-env`: the unit sees a fixed environment, never the worker's.

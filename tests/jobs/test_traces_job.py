@@ -99,6 +99,16 @@ def test_documents_sft_and_report(build):
     assert sum(report["statuses"].values()) == result.ledger.read
     (layers,) = report["sandbox_layers"]
     assert "rlimits+audit-hook+empty-env+timeout-kill" in layers
+    (mode,) = report["sandbox_modes"]
+    assert {dict(r["meta"])["sandbox_mode"] for r in rows} == {mode}
+    status = pq.read_table(f"{result.uri.removeprefix('file://')}/status").to_pylist()
+    assert len(status) == result.ledger.read and len({r["id"] for r in status}) == len(status)
+    assert {r["status"] for r in status} == set(report["statuses"])
+    by_id = {r["id"]: r for r in status}
+    assert by_id["trace/hostile/loop"]["status"] == "timeout" and by_id["trace/hostile/loop"]["seconds"] >= 1
+    assert by_id["trace/hostile/socket"]["reason"].startswith("the sandbox refused: socket")
+    assert all((r["sandbox_mode"] is None) == (r["status"] in ("invalid_unit", "duplicate_id", "too_large"))
+               for r in status)
 
 
 @pytest.mark.spark

@@ -56,7 +56,7 @@ def guard_verdict(work, calls, files_to_write=1, namespaced=False) -> tuple[int,
         "import sys\nfrom pipeline.traces.runner import install_guard\n"
         f"install_guard({str(work)!r}, ['/usr/lib/python3'], {files_to_write!r}, {namespaced!r}, 1)\n"
         f"for event, args in {calls if isinstance(calls, str) else repr(calls)}:\n    sys.audit(event, *args)\n    print('passed', flush=True)\n")
-    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True,
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=30, check=True, cwd=work,
                           env={**os.environ, "PYTHONPATH": os.getcwd()})
     lines = done.stdout.splitlines(keepends=True)
     passed = sum(line == "passed\n" for line in lines)

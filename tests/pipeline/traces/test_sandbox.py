@@ -99,6 +99,11 @@ def more_hostile_units(canary, outside) -> dict[str, tuple[dict, set[str]]]:
                             {"forbidden"}),
         "rename_into_outside": (script(
             f"open('x', 'w').write('x')\nimport os\nos.rename('x', {str(outside / 'moved')!r})\n"), {"forbidden"}),
+        "chdir_then_write": (script("import os, sys\nos.chdir(sys.base_prefix)\nopen('rnj-evil', 'w')\n"),
+                             {"forbidden"}),
+        "fchdir_then_write": (script(
+            "import os, sys\nos.fchdir(os.open(sys.base_prefix, os.O_RDONLY))\nopen('rnj-evil', 'w')\n"),
+            {"forbidden"}),
         "proc_self_environ": (script("print(open('/proc/self/environ', 'rb').read())\n"), {"forbidden"}),
         "proc_parent_mem": (script("import os\nopen(f'/proc/{os.getppid()}/mem', 'r+b').write(b'x')\n"),
                             {"forbidden"}),
