@@ -151,10 +151,10 @@ class DecontaminateConfig:
     """JSONL files (plain, .gz or .zst) of evaluation items; relative paths resolve against the build file."""
     text_field: str = "text"
     """Field of each evaluation record that holds its text."""
-    ngram: int = 13
+    ngram: int = 10
     """Overlap unit, in words once names are set aside (docs/dedup.md): long enough that unrelated text
     never shares one by chance, short enough to fit between a renamed copy's changes."""
-    min_ngrams: int = 3
+    min_ngrams: int = 4
     """A document contains an item when it holds this many of the item's evidence n-grams (a pasted
     prompt, a partial copy, an edited copy: each keeps a run of them; an n-gram that k items share counts
     1/k)..."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 import json
 import keyword
 import re
@@ -249,19 +250,22 @@ def eval_ngrams(texts: list[str], cfg: DecontaminateConfig) -> EvalNgrams:
     tokens = eval_tokens(pa.array(texts, pa.string()))
     hashes = token_hashes(tokens)
     stop = _word_hashes(_stop_words())
-    names = np.setdiff1d(_word_hashes(set().union(*(item_names(t) for t in texts))), stop)
+    own = _own_names(tokens, hashes, [item_names(t) for t in texts])
+    names = np.setdiff1d(_mostly_names(tokens, hashes, own), stop)
     words = np.setdiff1d(np.unique(hashes), names)
     keep = _is_in(hashes, words)
-    content = keep & ~_is_in(hashes, stop) & ~_is_in(hashes, _common_words(tokens, hashes, cfg)) & (
-        tokens.end - tokens.start > 1)
-    windows = _windows(tokens, hashes, keep, content, cfg.ngram, max_spread=np.iinfo(np.int64).max)
-    windows = windows.take(windows.content >= cfg.min_content_words)
     kept_per_item = np.bincount(tokens.doc[keep], minlength=len(texts))
     offsets = np.concatenate([[0], np.cumsum(kept_per_item)])
+    copies = _copies(hashes[keep], offsets)
+    common = _common_words(hashes, copies[tokens.doc], cfg, len(np.unique(copies)))
+    content = keep & ~_is_in(hashes, stop) & ~_is_in(hashes, common) & (tokens.end - tokens.start > 1)
+    windows = _windows(tokens, hashes, keep, content, cfg.ngram, max_spread=np.iinfo(np.int64).max)
+    windows = windows.take(windows.content >= cfg.min_content_words)
     position = (np.cumsum(keep) - 1)[windows.first] - offsets[windows.doc]
     pairs, first = np.unique(np.stack([windows.hash, windows.doc.astype(np.uint64)], axis=1), axis=0,
                              return_index=True)
-    _, group, spread = np.unique(pairs[:, 0], return_inverse=True, return_counts=True)
+    spread = _items_holding(pairs, copies)
+    group = np.searchsorted(np.unique(pairs[:, 0]), pairs[:, 0])
     evidence = spread[group] < cfg.template_items
     pairs, position, weights = pairs[evidence], position[first[evidence]], 1.0 / spread[group][evidence]
     sizes = np.bincount(pairs[:, 1].astype(np.int64), minlength=len(texts))
@@ -285,12 +289,55 @@ def _edge_names(tokens: Tokens, keep: np.ndarray) -> np.ndarray:
     return np.stack([leading, trailing], axis=1)
 
 
-def _common_words(tokens: Tokens, hashes: np.ndarray, cfg: DecontaminateConfig) -> np.ndarray:
-    """Sorted hashes of the words found in `common_word_share` of the items (and in `template_items` at
-    least): a generator's template words, a code set's usual vocabulary."""
-    pairs = np.unique(np.stack([hashes, tokens.doc.astype(np.uint64)], axis=1), axis=0)
+def _own_names(tokens: Tokens, hashes: np.ndarray, names: list[set[str]]) -> np.ndarray:
+    """Per token: is it (part of) a name its own item binds?"""
+    named = [_word_hashes(n) for n in names]
+    if not sum(len(n) for n in named):
+        return np.zeros(len(hashes), dtype=bool)
+    item_of_name = np.repeat(np.arange(len(named)), [len(n) for n in named]).astype(np.uint64)
+    name_keys = np.stack([np.concatenate(named), item_of_name], axis=1)
+    token_keys = np.stack([hashes, tokens.doc.astype(np.uint64)], axis=1)
+    return np.isin(_as_records(token_keys), _as_records(name_keys))
+
+
+def _as_records(pairs: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(pairs).view([("a", np.uint64), ("b", np.uint64)]).ravel()
+
+
+def _mostly_names(tokens: Tokens, hashes: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Sorted hashes of the words that more items use as (part of) a name than otherwise: `numbers`, `s`,
+    `Natalia`, but not `wrapper` or `image` when most items that hold them use them as plain words (in a
+    docstring, as an attribute) rather than as names a copy would rename."""
+    pairs, first = np.unique(np.stack([hashes, tokens.doc.astype(np.uint64)], axis=1), axis=0, return_index=True)
+    words, index = np.unique(pairs[:, 0], return_inverse=True)
+    name_uses = np.bincount(index.ravel(), weights=own[first], minlength=len(words))
+    plain_uses = np.bincount(index.ravel(), weights=~own[first], minlength=len(words))
+    return words[name_uses > plain_uses]
+
+
+def _copies(sequence: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per item, the first item with the same remaining words: an evaluation set that holds one problem
+    twice (or two sets that share it) must not make its phrases look like a template's."""
+    first: dict[bytes, int] = {}
+    return np.array([first.setdefault(sequence[lo:hi].tobytes(), k)
+                     for k, (lo, hi) in enumerate(itertools.pairwise(offsets))], dtype=np.int64)
+
+
+def _items_holding(pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
+    """Per distinct hash of (hash, item) `pairs` (sorted), how many distinct items (copies counted once)
+    hold it."""
+    distinct = np.unique(np.stack([pairs[:, 0], copies[pairs[:, 1].astype(np.int64)].astype(np.uint64)], axis=1),
+                         axis=0)
+    _, spread = np.unique(distinct[:, 0], return_counts=True)
+    return spread
+
+
+def _common_words(hashes: np.ndarray, copy_of_token: np.ndarray, cfg: DecontaminateConfig, items: int) -> np.ndarray:
+    """Sorted hashes of the words found in `common_word_share` of the (distinct) items, and in
+    `template_items` at least: a generator's template words, a code set's usual vocabulary."""
+    pairs = np.unique(np.stack([hashes, copy_of_token.astype(np.uint64)], axis=1), axis=0)
     words, spread = np.unique(pairs[:, 0], return_counts=True)
-    return words[spread >= max(cfg.template_items, np.ceil(cfg.common_word_share * tokens.num_docs))]
+    return words[spread >= max(cfg.template_items, np.ceil(cfg.common_word_share * items))]
 
 
 def load_eval_ngrams(cfg: DecontaminateConfig) -> tuple[EvalNgrams, list[EvalSet]]:
