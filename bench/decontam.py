@@ -4,7 +4,7 @@
     flock /tmp/rnj-heavy.lock .venv/bin/python -m bench.decontam --split heldout   # report these
 
 The evaluation set is made here, never taken from a real benchmark: code items are functions with a
-docstring from the local Python installation (HumanEval's shape: signature, docstring, solution), prose
+docstring from the local Python installation (the interpreter's tree and /usr/lib/python3/dist-packages) (HumanEval's shape: signature, docstring, solution), prose
 items are word problems from a small generator of our own (GSM8K's shape: question, worked answer).
 Every source (Python files, /usr/share/doc files) is split in two by a hash of its path: `tune` and
 `heldout` draw items, hosts and clean documents from disjoint halves, so defaults chosen on one are
@@ -16,7 +16,9 @@ texts), one item per document, as: `verbatim`; `prompt_only` (signature and docs
 quotes, spacing, rewrapped lines); `edited` (renamed and reformatted); `partial` (a contiguous half).
 Clean documents are other real files and word problems from the same generator with another seed
 (templated text that shares stock phrases with the items). A clean file that really holds a copy of an
-item (a vendored library) is not counted as clean; the count is printed.
+item (a vendored library: half its lines) or quotes 20 consecutive words of one (a docstring paragraph
+shared across a library) is not counted as clean, by checks independent of the matcher; the counts are
+printed.
 
 A leak is caught when its document is found to contain the planted item; a clean document is kept when
 nothing is found. `--baseline-rev` also runs the decontamination code of that git revision (the matcher
@@ -73,7 +75,9 @@ def half_of(path: str) -> str:
 
 
 def python_files(split: str) -> list[Path]:
-    roots = {sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"]}
+    # the interpreter's own tree (standard library and its site-packages) and the system's packages: not the
+    # project's virtual environment, which other work changes under a running benchmark
+    roots = {sysconfig.get_paths()["stdlib"], "/usr/lib/python3/dist-packages"}
     out = []
     for root in sorted(roots):
         for dirpath, dirnames, filenames in os.walk(root):
@@ -296,6 +300,8 @@ class Corpus:
     clean: list[tuple[str, str]]
     """(kind: code, prose or templated; text)."""
     real_copies: int
+    quoting: int
+    """Clean files that quote a passage of QUOTE_WORDS words of an item (a shared docstring paragraph)."""
 
 
 def build(split: str, seed: int, code_count: int, prose_count: int, leaks_per_kind: int, clean_code: int,
@@ -325,7 +331,28 @@ def build(split: str, seed: int, code_count: int, prose_count: int, leaks_per_ki
     seen = {it.text for it in items}
     clean = [(k, t) for k, t in clean if t not in seen]
     kept = [(k, t) for k, t in clean if not holds_copy(t, items)]
-    return Corpus(items, leaks, kept, len(clean) - len(kept))
+    passages = item_passages(items)
+    unquoted = [(k, t) for k, t in kept if not quotes(t, passages)]
+    return Corpus(items, leaks, unquoted, len(clean) - len(kept), len(kept) - len(unquoted))
+
+
+QUOTE_WORDS = 20
+_PLAIN_WORD = re.compile(r"[a-z0-9]+")
+
+
+def item_passages(items: list[Item]) -> set[tuple[str, ...]]:
+    out = set()
+    for item in items:
+        words = _PLAIN_WORD.findall(item.text.lower())
+        out.update(tuple(words[i: i + QUOTE_WORDS]) for i in range(len(words) - QUOTE_WORDS + 1))
+    return out
+
+
+def quotes(text: str, passages: set) -> bool:
+    """Ground truth, independent of the matcher: the text holds QUOTE_WORDS consecutive words of an item
+    verbatim (more than GPT-3's 13-gram contamination unit)."""
+    words = _PLAIN_WORD.findall(text.lower())
+    return any(tuple(words[i: i + QUOTE_WORDS]) in passages for i in range(len(words) - QUOTE_WORDS + 1))
 
 
 def holds_copy(text: str, items: list[Item]) -> bool:
@@ -429,8 +456,9 @@ def main() -> None:
     item_texts = [it.text for it in corpus.items]
     print(f"split {args.split}, seed {seed}: {sum(it.kind == 'code' for it in corpus.items)} code items, "
           f"{sum(it.kind == 'prose' for it in corpus.items)} word problems, {len(corpus.leaks)} leaks, "
-          f"{len(corpus.clean)} clean documents ({corpus.real_copies} files holding a real copy of an item left "
-          f"out); built in {time.perf_counter() - t0:.0f} s", flush=True)
+          f"{len(corpus.clean)} clean documents ({corpus.real_copies} files holding a copy of an item and "
+          f"{corpus.quoting} quoting {QUOTE_WORDS} words of one left out); built in {time.perf_counter() - t0:.0f} s",
+          flush=True)
     default = DecontaminateConfig()
     settings = [("default", default)]
     if args.grid:

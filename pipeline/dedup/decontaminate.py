@@ -76,7 +76,7 @@ class EvalSet:
     ngrams: int
     """Evidence n-grams of this file's items."""
     unmatchable: int = 0
-    """Items with no evidence n-gram (too few words once names are set aside): nothing can find them."""
+    """Items with no n-gram at all (fewer than `ngram` words once names are set aside): nothing finds them."""
 
 
 @dataclass(frozen=True)
@@ -87,9 +87,12 @@ class EvalNgrams:
     hashes: np.ndarray
     items: np.ndarray
     weights: np.ndarray
-    """What `hashes[k]` is worth as evidence: 1 / the number of items that hold it."""
+    """What `hashes[k]` is worth as evidence: 1 / the number of items that hold it; 0 for an n-gram that
+    is no evidence (too few content words, or a template's)."""
     sizes: np.ndarray
     """Evidence n-grams of each item."""
+    all_sizes: np.ndarray
+    """All n-grams of each item, evidence or not."""
     lengths: np.ndarray
     """Words of each item (names included): how far apart two matches of one item may lie in one region."""
     words: np.ndarray
@@ -113,7 +116,7 @@ class EvalNgrams:
 
 def empty_eval_ngrams() -> EvalNgrams:
     none, hashes = np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    return EvalNgrams(hashes, none, np.zeros(0), none, none, hashes, none, hashes, np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
+    return EvalNgrams(hashes, none, np.zeros(0), none, none, none, hashes, none, hashes, np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
 
 
 def eval_tokens(texts) -> Tokens:
@@ -130,6 +133,7 @@ _AS = re.compile(r"\bas\s+([A-Za-z_]\w*)")
 _LAMBDA = re.compile(r"\blambda\s+([^:]*):")
 _ASSIGN = re.compile(r"^[ \t]*([A-Za-z_][\w \t,]*?)[ \t]*(?:[-+*/%&|^@]|//|\*\*|>>|<<)?=(?!=)", re.MULTILINE)
 _IDENT = re.compile(r"[A-Za-z_]\w*")
+_CODE_LINE = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+\w", re.MULTILINE)
 _PROPER = re.compile(r"\b[A-Z][a-z]+\b")
 _OPENERS = ".!?:;\"'`([{#>*-=|"
 
@@ -162,7 +166,10 @@ def _bound_names(text: str) -> set[str]:
 
 
 def _bound_names_by_pattern(text: str) -> set[str]:
-    """Binders of code that does not parse (a fragment, another language in a Python-like shape)."""
+    """Binders of code that does not parse (a fragment, another language in a Python-like shape); none in
+    prose (no line opens a `def` or `class`), where `for each x in` and `as many as` bind nothing."""
+    if not _CODE_LINE.search(text):
+        return set()
     names = set()
     for match in _DEF.finditer(text):
         names.add(match.group(1))
@@ -260,17 +267,20 @@ def eval_ngrams(texts: list[str], cfg: DecontaminateConfig) -> EvalNgrams:
     common = _common_words(hashes, copies[tokens.doc], cfg, len(np.unique(copies)))
     content = keep & ~_is_in(hashes, stop) & ~_is_in(hashes, common) & (tokens.end - tokens.start > 1)
     windows = _windows(tokens, hashes, keep, content, cfg.ngram, max_spread=np.iinfo(np.int64).max)
-    windows = windows.take(windows.content >= cfg.min_content_words)
     position = (np.cumsum(keep) - 1)[windows.first] - offsets[windows.doc]
-    pairs, first = np.unique(np.stack([windows.hash, windows.doc.astype(np.uint64)], axis=1), axis=0,
-                             return_index=True)
-    spread = _items_holding(pairs, copies)
-    group = np.searchsorted(np.unique(pairs[:, 0]), pairs[:, 0])
-    evidence = spread[group] < cfg.template_items
-    pairs, position, weights = pairs[evidence], position[first[evidence]], 1.0 / spread[group][evidence]
-    sizes = np.bincount(pairs[:, 1].astype(np.int64), minlength=len(texts))
-    return EvalNgrams(pairs[:, 0].copy(), pairs[:, 1].astype(np.int64), weights, sizes, tokens.counts(), words,
-                      position, hashes[keep], offsets, _edge_names(tokens, keep))
+    keys = np.stack([windows.hash, windows.doc.astype(np.uint64)], axis=1)
+    pairs, first = np.unique(keys, axis=0, return_index=True)
+    telling = np.unique(keys[windows.content >= cfg.min_content_words], axis=0)
+    evidence = np.isin(_as_records(pairs), _as_records(telling))
+    spread = np.ones(len(pairs), dtype=np.int64)
+    if evidence.any():
+        held = _items_holding(pairs[evidence], copies)
+        spread[evidence] = held[np.searchsorted(np.unique(pairs[evidence][:, 0]), pairs[evidence][:, 0])]
+    evidence &= spread < cfg.template_items
+    items = pairs[:, 1].astype(np.int64)
+    return EvalNgrams(pairs[:, 0].copy(), items, np.where(evidence, 1.0 / spread, 0.0),
+                      np.bincount(items[evidence], minlength=len(texts)), np.bincount(items, minlength=len(texts)),
+                      tokens.counts(), words, position[first], hashes[keep], offsets, _edge_names(tokens, keep))
 
 
 def _edge_names(tokens: Tokens, keep: np.ndarray) -> np.ndarray:
@@ -347,7 +357,7 @@ def load_eval_ngrams(cfg: DecontaminateConfig) -> tuple[EvalNgrams, list[EvalSet
         items = _read_texts(path, cfg.text_field)
         texts += items
         alone = eval_ngrams(items, cfg)
-        sets.append(EvalSet(path, len(items), len(alone), int((alone.sizes == 0).sum())))
+        sets.append(EvalSet(path, len(items), int((alone.weights > 0).sum()), int((alone.all_sizes == 0).sum())))
     return (eval_ngrams(texts, cfg) if texts else empty_eval_ngrams()), sets
 
 
@@ -376,8 +386,9 @@ def _document_windows(texts, table: EvalNgrams, n: int) -> tuple[Tokens, np.ndar
 
 def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateConfig) -> dict[int, set[int]]:
     """{document: evaluation items it contains}: an item counts when the document holds `min_ngrams` of the
-    item's evidence n-grams, or `min_item_fraction` of them if that is fewer (never fewer than one); an
-    n-gram that k items share counts 1/k."""
+    item's evidence n-grams, or `min_item_fraction` of them if that is fewer (never fewer than one; an
+    n-gram that k items share counts 1/k), or `min_item_fraction` (when above 0) of all its n-grams and
+    `min_ngrams` at least, evidence or not (a copy of an item made of a template and small numbers)."""
     if len(table) == 0 or len(texts) == 0:
         return {}
     _, _, windows = _document_windows(texts, table, cfg.ngram)
@@ -392,15 +403,15 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateCo
     doc_of, row = hits[:, 0], hits[:, 1]
     pairs, group = np.unique(np.stack([doc_of, table.items[row]], axis=1), axis=0, return_inverse=True)
     evidence = np.bincount(group.ravel(), weights=table.weights[row], minlength=len(pairs))
-    needed = _needed(table.sizes[pairs[:, 1]], cfg)
+    matched = np.bincount(group.ravel(), minlength=len(pairs))
+    items = pairs[:, 1]
+    needed = np.maximum(np.minimum(np.ceil(cfg.min_item_fraction * table.sizes[items]), cfg.min_ngrams), 1)
+    whole = (cfg.min_item_fraction > 0) & (
+        matched >= np.maximum(np.ceil(cfg.min_item_fraction * table.all_sizes[items]), cfg.min_ngrams))
     found: dict[int, set[int]] = {}
-    for doc, item in pairs[evidence >= needed - 1e-9].tolist():
+    for doc, item in pairs[((evidence >= needed - 1e-9) & (table.sizes[items] > 0)) | whole].tolist():
         found.setdefault(doc, set()).add(item)
     return found
-
-
-def _needed(sizes: np.ndarray, cfg: DecontaminateConfig) -> np.ndarray:
-    return np.maximum(np.minimum(np.ceil(cfg.min_item_fraction * sizes), cfg.min_ngrams), 1)
 
 
 # ---------------------------------------------------------------------------------------------- span removal
@@ -433,6 +444,9 @@ def _cut_regions(text: str, table: EvalNgrams, items, n: int) -> tuple[str, int]
     ranges = []
     for item in sorted(items):
         rows = np.flatnonzero(table.items == item)
+        telling = rows[table.weights[rows] > 0]
+        if np.isin(windows.hash, table.hashes[telling]).any():
+            rows = telling  # a stock phrase of the item elsewhere in the text is not the copy
         at = np.searchsorted(table.hashes[rows], windows.hash)
         at = np.minimum(at, len(rows) - 1)
         hit = table.hashes[rows][at] == windows.hash
