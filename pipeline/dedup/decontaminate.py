@@ -15,7 +15,7 @@ original text. An item's n-gram is **evidence** only when it holds at least `min
 words (not Python keywords, builtins, common methods, English function words or single characters: the
 idioms every program shares) and occurs in fewer than `template_items` items (a generator's stock phrase
 is no evidence of any one item). A document contains an item when it holds `min_ngrams` of the item's
-evidence n-grams, or `min_item_fraction` of them when that is fewer.
+evidence n-grams, or `min_item_fraction` of all its n-grams (see `contaminating_items`).
 
 The evaluation sets are small: their tables (sorted uint64 arrays) travel to every task. A batch is
 checked with vectorised numpy; only the rare matching documents are handled one by one, when the span (not
@@ -386,9 +386,9 @@ def _document_windows(texts, table: EvalNgrams, n: int) -> tuple[Tokens, np.ndar
 
 def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateConfig) -> dict[int, set[int]]:
     """{document: evaluation items it contains}: an item counts when the document holds `min_ngrams` of the
-    item's evidence n-grams, or `min_item_fraction` of them if that is fewer (never fewer than one; an
-    n-gram that k items share counts 1/k), or `min_item_fraction` (when above 0) of all its n-grams and
-    `min_ngrams` at least, evidence or not (a copy of an item made of a template and small numbers)."""
+    item's evidence n-grams (all of them if it has fewer; an n-gram that k items share counts 1/k), or
+    `min_item_fraction` (when above 0) of all its n-grams and `min_ngrams` at least, evidence or not (a
+    copy of an item made of a template and small numbers)."""
     if len(table) == 0 or len(texts) == 0:
         return {}
     _, _, windows = _document_windows(texts, table, cfg.ngram)
@@ -405,7 +405,7 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateCo
     evidence = np.bincount(group.ravel(), weights=table.weights[row], minlength=len(pairs))
     matched = np.bincount(group.ravel(), minlength=len(pairs))
     items = pairs[:, 1]
-    needed = np.maximum(np.minimum(np.ceil(cfg.min_item_fraction * table.sizes[items]), cfg.min_ngrams), 1)
+    needed = np.maximum(np.minimum(table.sizes[items], cfg.min_ngrams), 1)
     whole = (cfg.min_item_fraction > 0) & (
         matched >= np.maximum(np.ceil(cfg.min_item_fraction * table.all_sizes[items]), cfg.min_ngrams))
     found: dict[int, set[int]] = {}
