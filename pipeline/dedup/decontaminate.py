@@ -4,9 +4,11 @@ What is compared (items and documents alike): lowercase words, digits kept, `_` 
 (`count_vowel_words` and the prose "count vowel words" are the same three words). Two kinds of word take
 no part, so that an edited copy still matches:
 
-- **names**: what an item binds (function, class, parameter and variable names, found with `ast` when the
-  item parses as Python, by pattern otherwise) and the proper names of its prose (capitalised words seen
-  mid-sentence). An edited copy renames exactly these (`sentence` -> `text`, `Natalia` -> `Maria`).
+- **names**: an item's names are what it binds (function, class, parameter and variable names, found
+  with `ast` when the item parses as Python, by pattern in code that does not) and the proper names of
+  its prose (capitalised words seen mid-sentence); an edited copy renames exactly these (`sentence` ->
+  `text`, `Natalia` -> `Maria`). A word that more items use as a name than as a plain word is set aside
+  everywhere; `wrapper`, mostly a plain word, stays.
 - **words no item uses**: a renamed copy's new names (`count_vowels_impl` leaves `impl`, `streak_len`
   leaves nothing) and a document's own vocabulary.
 
