@@ -544,7 +544,9 @@ def _add_rewrite_reports(report, stats: RewriteStats, cfg, boilerplate_lines, th
     report["rounds"][DECONTAMINATE] = {
         "enabled": cfg.decontaminate.enabled, "in": after, "out": after - dropped_contaminated,
         "dropped": dropped_contaminated, "action": cfg.decontaminate.action, "ngram": cfg.decontaminate.ngram,
-        "min_item_fraction": cfg.decontaminate.min_item_fraction,
+        "min_ngrams": cfg.decontaminate.min_ngrams, "min_item_fraction": cfg.decontaminate.min_item_fraction,
+        "min_content_words": cfg.decontaminate.min_content_words,
+        "common_word_share": cfg.decontaminate.common_word_share, "template_items": cfg.decontaminate.template_items,
         "eval_sets": [asdict(s) for s in eval_sets],
         "matched_documents": stats.hit, "spans_removed": stats.spans if cfg.decontaminate.action == "remove_span" else 0,
         "sample_dropped": stats.contaminated_sample,

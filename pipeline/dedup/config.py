@@ -151,15 +151,17 @@ class DecontaminateConfig:
     """JSONL files (plain, .gz or .zst) of evaluation items; relative paths resolve against the build file."""
     text_field: str = "text"
     """Field of each evaluation record that holds its text."""
-    ngram: int = 13
+    ngram: int = 10
     """Overlap unit, in words once names are set aside (docs/dedup.md): long enough that unrelated text
     never shares one by chance, short enough to fit between a renamed copy's changes."""
-    min_ngrams: int = 3
-    """A document contains an item when it holds this many of the item's evidence n-grams (a pasted
-    prompt, a partial copy, an edited copy: each keeps a run of them; an n-gram that k items share counts
-    1/k)..."""
+    min_ngrams: int = 4
+    """A document contains an item when it holds this many of the item's evidence n-grams (all of them if
+    the item has fewer): 13 words in a row, which a pasted prompt, a partial copy or a renamed copy keeps
+    (an n-gram that k items share counts 1/k)..."""
     min_item_fraction: float = 0.5
-    """...or this share of them when that is fewer (a short item has few n-grams); 0 means any single one."""
+    """...or this share of all the item's n-grams, evidence or not, and `min_ngrams` at least: a copy of a
+    generated problem made of template words and small numbers, where no single n-gram is evidence; 0
+    turns this second rule off."""
     min_content_words: int = 2
     """An n-gram is evidence only when it holds this many content words: not Python keywords, builtins,
     common methods, English function words or single characters, the idioms every program shares."""

@@ -4,9 +4,11 @@ What is compared (items and documents alike): lowercase words, digits kept, `_` 
 (`count_vowel_words` and the prose "count vowel words" are the same three words). Two kinds of word take
 no part, so that an edited copy still matches:
 
-- **names**: what an item binds (function, class, parameter and variable names, found with `ast` when the
-  item parses as Python, by pattern otherwise) and the proper names of its prose (capitalised words seen
-  mid-sentence). An edited copy renames exactly these (`sentence` -> `text`, `Natalia` -> `Maria`).
+- **names**: an item's names are what it binds (function, class, parameter and variable names, found
+  with `ast` when the item parses as Python, by pattern in code that does not) and the proper names of
+  its prose (capitalised words seen mid-sentence); an edited copy renames exactly these (`sentence` ->
+  `text`, `Natalia` -> `Maria`). A word that more items use as a name than as a plain word is set aside
+  everywhere; `wrapper`, mostly a plain word, stays.
 - **words no item uses**: a renamed copy's new names (`count_vowels_impl` leaves `impl`, `streak_len`
   leaves nothing) and a document's own vocabulary.
 
@@ -15,7 +17,7 @@ original text. An item's n-gram is **evidence** only when it holds at least `min
 words (not Python keywords, builtins, common methods, English function words or single characters: the
 idioms every program shares) and occurs in fewer than `template_items` items (a generator's stock phrase
 is no evidence of any one item). A document contains an item when it holds `min_ngrams` of the item's
-evidence n-grams, or `min_item_fraction` of them when that is fewer.
+evidence n-grams, or `min_item_fraction` of all its n-grams (see `contaminating_items`).
 
 The evaluation sets are small: their tables (sorted uint64 arrays) travel to every task. A batch is
 checked with vectorised numpy; only the rare matching documents are handled one by one, when the span (not
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import itertools
 import json
 import keyword
 import re
@@ -75,7 +78,7 @@ class EvalSet:
     ngrams: int
     """Evidence n-grams of this file's items."""
     unmatchable: int = 0
-    """Items with no evidence n-gram (too few words once names are set aside): nothing can find them."""
+    """Items with no n-gram at all (fewer than `ngram` words once names are set aside): nothing finds them."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,12 @@ class EvalNgrams:
     hashes: np.ndarray
     items: np.ndarray
     weights: np.ndarray
-    """What `hashes[k]` is worth as evidence: 1 / the number of items that hold it."""
+    """What `hashes[k]` is worth as evidence: 1 / the number of items that hold it; 0 for an n-gram that
+    is no evidence (too few content words, or a template's)."""
     sizes: np.ndarray
     """Evidence n-grams of each item."""
+    all_sizes: np.ndarray
+    """All n-grams of each item, evidence or not."""
     lengths: np.ndarray
     """Words of each item (names included): how far apart two matches of one item may lie in one region."""
     words: np.ndarray
@@ -112,7 +118,7 @@ class EvalNgrams:
 
 def empty_eval_ngrams() -> EvalNgrams:
     none, hashes = np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    return EvalNgrams(hashes, none, np.zeros(0), none, none, hashes, none, hashes, np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
+    return EvalNgrams(hashes, none, np.zeros(0), none, none, none, hashes, none, hashes, np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
 
 
 def eval_tokens(texts) -> Tokens:
@@ -129,6 +135,7 @@ _AS = re.compile(r"\bas\s+([A-Za-z_]\w*)")
 _LAMBDA = re.compile(r"\blambda\s+([^:]*):")
 _ASSIGN = re.compile(r"^[ \t]*([A-Za-z_][\w \t,]*?)[ \t]*(?:[-+*/%&|^@]|//|\*\*|>>|<<)?=(?!=)", re.MULTILINE)
 _IDENT = re.compile(r"[A-Za-z_]\w*")
+_CODE_LINE = re.compile(r"^[ \t]*(?:async[ \t]+)?(?:def|class)[ \t]+\w", re.MULTILINE)
 _PROPER = re.compile(r"\b[A-Z][a-z]+\b")
 _OPENERS = ".!?:;\"'`([{#>*-=|"
 
@@ -161,7 +168,10 @@ def _bound_names(text: str) -> set[str]:
 
 
 def _bound_names_by_pattern(text: str) -> set[str]:
-    """Binders of code that does not parse (a fragment, another language in a Python-like shape)."""
+    """Binders of code that does not parse (a fragment, another language in a Python-like shape); none in
+    prose (no line opens a `def` or `class`), where `for each x in` and `as many as` bind nothing."""
+    if not _CODE_LINE.search(text):
+        return set()
     names = set()
     for match in _DEF.finditer(text):
         names.add(match.group(1))
@@ -249,24 +259,30 @@ def eval_ngrams(texts: list[str], cfg: DecontaminateConfig) -> EvalNgrams:
     tokens = eval_tokens(pa.array(texts, pa.string()))
     hashes = token_hashes(tokens)
     stop = _word_hashes(_stop_words())
-    names = np.setdiff1d(_word_hashes(set().union(*(item_names(t) for t in texts))), stop)
+    own = _own_names(tokens, hashes, [item_names(t) for t in texts])
+    names = np.setdiff1d(_mostly_names(tokens, hashes, own), stop)
     words = np.setdiff1d(np.unique(hashes), names)
     keep = _is_in(hashes, words)
-    content = keep & ~_is_in(hashes, stop) & ~_is_in(hashes, _common_words(tokens, hashes, cfg)) & (
-        tokens.end - tokens.start > 1)
-    windows = _windows(tokens, hashes, keep, content, cfg.ngram, max_spread=np.iinfo(np.int64).max)
-    windows = windows.take(windows.content >= cfg.min_content_words)
     kept_per_item = np.bincount(tokens.doc[keep], minlength=len(texts))
     offsets = np.concatenate([[0], np.cumsum(kept_per_item)])
+    copies = _copies(hashes[keep], offsets)
+    common = _common_words(hashes, copies[tokens.doc], cfg, len(np.unique(copies)))
+    content = keep & ~_is_in(hashes, stop) & ~_is_in(hashes, common) & (tokens.end - tokens.start > 1)
+    windows = _windows(tokens, hashes, keep, content, cfg.ngram, max_spread=np.iinfo(np.int64).max)
     position = (np.cumsum(keep) - 1)[windows.first] - offsets[windows.doc]
-    pairs, first = np.unique(np.stack([windows.hash, windows.doc.astype(np.uint64)], axis=1), axis=0,
-                             return_index=True)
-    _, group, spread = np.unique(pairs[:, 0], return_inverse=True, return_counts=True)
-    evidence = spread[group] < cfg.template_items
-    pairs, position, weights = pairs[evidence], position[first[evidence]], 1.0 / spread[group][evidence]
-    sizes = np.bincount(pairs[:, 1].astype(np.int64), minlength=len(texts))
-    return EvalNgrams(pairs[:, 0].copy(), pairs[:, 1].astype(np.int64), weights, sizes, tokens.counts(), words,
-                      position, hashes[keep], offsets, _edge_names(tokens, keep))
+    keys = np.stack([windows.hash, windows.doc.astype(np.uint64)], axis=1)
+    pairs, first = np.unique(keys, axis=0, return_index=True)
+    telling = np.unique(keys[windows.content >= cfg.min_content_words], axis=0)
+    evidence = np.isin(_as_records(pairs), _as_records(telling))
+    spread = np.ones(len(pairs), dtype=np.int64)
+    if evidence.any():
+        held = _items_holding(pairs[evidence], copies)
+        spread[evidence] = held[np.searchsorted(np.unique(pairs[evidence][:, 0]), pairs[evidence][:, 0])]
+    evidence &= spread < cfg.template_items
+    items = pairs[:, 1].astype(np.int64)
+    return EvalNgrams(pairs[:, 0].copy(), items, np.where(evidence, 1.0 / spread, 0.0),
+                      np.bincount(items[evidence], minlength=len(texts)), np.bincount(items, minlength=len(texts)),
+                      tokens.counts(), words, position[first], hashes[keep], offsets, _edge_names(tokens, keep))
 
 
 def _edge_names(tokens: Tokens, keep: np.ndarray) -> np.ndarray:
@@ -285,12 +301,55 @@ def _edge_names(tokens: Tokens, keep: np.ndarray) -> np.ndarray:
     return np.stack([leading, trailing], axis=1)
 
 
-def _common_words(tokens: Tokens, hashes: np.ndarray, cfg: DecontaminateConfig) -> np.ndarray:
-    """Sorted hashes of the words found in `common_word_share` of the items (and in `template_items` at
-    least): a generator's template words, a code set's usual vocabulary."""
-    pairs = np.unique(np.stack([hashes, tokens.doc.astype(np.uint64)], axis=1), axis=0)
+def _own_names(tokens: Tokens, hashes: np.ndarray, names: list[set[str]]) -> np.ndarray:
+    """Per token: is it (part of) a name its own item binds?"""
+    named = [_word_hashes(n) for n in names]
+    if not sum(len(n) for n in named):
+        return np.zeros(len(hashes), dtype=bool)
+    item_of_name = np.repeat(np.arange(len(named)), [len(n) for n in named]).astype(np.uint64)
+    name_keys = np.stack([np.concatenate(named), item_of_name], axis=1)
+    token_keys = np.stack([hashes, tokens.doc.astype(np.uint64)], axis=1)
+    return np.isin(_as_records(token_keys), _as_records(name_keys))
+
+
+def _as_records(pairs: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(pairs).view([("a", np.uint64), ("b", np.uint64)]).ravel()
+
+
+def _mostly_names(tokens: Tokens, hashes: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Sorted hashes of the words that more items use as (part of) a name than otherwise: `numbers`, `s`,
+    `Natalia`, but not `wrapper` or `image` when most items that hold them use them as plain words (in a
+    docstring, as an attribute) rather than as names a copy would rename."""
+    pairs, first = np.unique(np.stack([hashes, tokens.doc.astype(np.uint64)], axis=1), axis=0, return_index=True)
+    words, index = np.unique(pairs[:, 0], return_inverse=True)
+    name_uses = np.bincount(index.ravel(), weights=own[first], minlength=len(words))
+    plain_uses = np.bincount(index.ravel(), weights=~own[first], minlength=len(words))
+    return words[name_uses > plain_uses]
+
+
+def _copies(sequence: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per item, the first item with the same remaining words: an evaluation set that holds one problem
+    twice (or two sets that share it) must not make its phrases look like a template's."""
+    first: dict[bytes, int] = {}
+    return np.array([first.setdefault(sequence[lo:hi].tobytes(), k)
+                     for k, (lo, hi) in enumerate(itertools.pairwise(offsets))], dtype=np.int64)
+
+
+def _items_holding(pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
+    """Per distinct hash of (hash, item) `pairs` (sorted), how many distinct items (copies counted once)
+    hold it."""
+    distinct = np.unique(np.stack([pairs[:, 0], copies[pairs[:, 1].astype(np.int64)].astype(np.uint64)], axis=1),
+                         axis=0)
+    _, spread = np.unique(distinct[:, 0], return_counts=True)
+    return spread
+
+
+def _common_words(hashes: np.ndarray, copy_of_token: np.ndarray, cfg: DecontaminateConfig, items: int) -> np.ndarray:
+    """Sorted hashes of the words found in `common_word_share` of the (distinct) items, and in
+    `template_items` at least: a generator's template words, a code set's usual vocabulary."""
+    pairs = np.unique(np.stack([hashes, copy_of_token.astype(np.uint64)], axis=1), axis=0)
     words, spread = np.unique(pairs[:, 0], return_counts=True)
-    return words[spread >= max(cfg.template_items, np.ceil(cfg.common_word_share * tokens.num_docs))]
+    return words[spread >= max(cfg.template_items, np.ceil(cfg.common_word_share * items))]
 
 
 def load_eval_ngrams(cfg: DecontaminateConfig) -> tuple[EvalNgrams, list[EvalSet]]:
@@ -300,7 +359,7 @@ def load_eval_ngrams(cfg: DecontaminateConfig) -> tuple[EvalNgrams, list[EvalSet
         items = _read_texts(path, cfg.text_field)
         texts += items
         alone = eval_ngrams(items, cfg)
-        sets.append(EvalSet(path, len(items), len(alone), int((alone.sizes == 0).sum())))
+        sets.append(EvalSet(path, len(items), int((alone.weights > 0).sum()), int((alone.all_sizes == 0).sum())))
     return (eval_ngrams(texts, cfg) if texts else empty_eval_ngrams()), sets
 
 
@@ -329,8 +388,9 @@ def _document_windows(texts, table: EvalNgrams, n: int) -> tuple[Tokens, np.ndar
 
 def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateConfig) -> dict[int, set[int]]:
     """{document: evaluation items it contains}: an item counts when the document holds `min_ngrams` of the
-    item's evidence n-grams, or `min_item_fraction` of them if that is fewer (never fewer than one); an
-    n-gram that k items share counts 1/k."""
+    item's evidence n-grams (all of them if it has fewer; an n-gram that k items share counts 1/k), or
+    `min_item_fraction` (when above 0) of all its n-grams and `min_ngrams` at least, evidence or not (a
+    copy of an item made of a template and small numbers)."""
     if len(table) == 0 or len(texts) == 0:
         return {}
     _, _, windows = _document_windows(texts, table, cfg.ngram)
@@ -345,15 +405,15 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateCo
     doc_of, row = hits[:, 0], hits[:, 1]
     pairs, group = np.unique(np.stack([doc_of, table.items[row]], axis=1), axis=0, return_inverse=True)
     evidence = np.bincount(group.ravel(), weights=table.weights[row], minlength=len(pairs))
-    needed = _needed(table.sizes[pairs[:, 1]], cfg)
+    matched = np.bincount(group.ravel(), minlength=len(pairs))
+    items = pairs[:, 1]
+    needed = np.maximum(np.minimum(table.sizes[items], cfg.min_ngrams), 1)
+    whole = (cfg.min_item_fraction > 0) & (
+        matched >= np.maximum(np.ceil(cfg.min_item_fraction * table.all_sizes[items]), cfg.min_ngrams))
     found: dict[int, set[int]] = {}
-    for doc, item in pairs[evidence >= needed - 1e-9].tolist():
+    for doc, item in pairs[((evidence >= needed - 1e-9) & (table.sizes[items] > 0)) | whole].tolist():
         found.setdefault(doc, set()).add(item)
     return found
-
-
-def _needed(sizes: np.ndarray, cfg: DecontaminateConfig) -> np.ndarray:
-    return np.maximum(np.minimum(np.ceil(cfg.min_item_fraction * sizes), cfg.min_ngrams), 1)
 
 
 # ---------------------------------------------------------------------------------------------- span removal
@@ -386,6 +446,9 @@ def _cut_regions(text: str, table: EvalNgrams, items, n: int) -> tuple[str, int]
     ranges = []
     for item in sorted(items):
         rows = np.flatnonzero(table.items == item)
+        telling = rows[table.weights[rows] > 0]
+        if np.isin(windows.hash, table.hashes[telling]).any():
+            rows = telling  # a stock phrase of the item elsewhere in the text is not the copy
         at = np.searchsorted(table.hashes[rows], windows.hash)
         at = np.minimum(at, len(rows) - 1)
         hit = table.hashes[rows][at] == windows.hash

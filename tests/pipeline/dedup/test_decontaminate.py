@@ -139,3 +139,9 @@ def test_span_removal_leaves_no_matching_ngram_and_no_renamed_part():
     for part in ("longestVowelRun", "_impl", "streak_len", "record", "aeiou", "vowels"):
         assert part not in cleaned
     assert cleaned.startswith(HOST_HEAD.rstrip()) and cleaned.rstrip().endswith(HOST_TAIL.strip())
+
+
+def test_an_item_held_three_times_is_no_template():
+    table = eval_ngrams([ITEM, ITEM, ITEM, OTHER], CFG)
+    assert table.sizes[0] > 0
+    assert contaminating_items(pa.array([HOST_HEAD + ITEM + HOST_TAIL]), table, CFG) == {0: {0, 1, 2}}
