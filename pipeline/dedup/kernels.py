@@ -80,10 +80,11 @@ def shingle_kernel(data, offsets, byte_map, token, glue, n):
             joined = glues & previous_glues
             hashes[found] = h ^ (length * _LENGTH_SALT)  # kept only if a token ends here (mixed below)
             found += open_token & ~joined & np.uint8(1)
-            value = np.uint64(byte)
-            h = h + value * weight if joined else value
-            weight = weight * _Q if joined else _Q
-            length = length + _ONE if joined else _ONE
+            keep = _ZERO - np.uint64(joined)  # all ones inside a token, else zero: continue or restart
+            weight = (weight & keep) | (_ONE & ~keep)
+            h = (h & keep) + np.uint64(byte) * weight
+            weight *= _Q
+            length = (length & keep) + _ONE
             open_token = np.uint8(token[byte])
             previous_glues = glues
         if open_token:
@@ -141,8 +142,7 @@ def minhash_kernel(doc, hash32, num_docs, a, b):
             h ^= h >> _S16
             for p in range(num_perm):
                 value = np.uint32(a[p] * h + b[p])
-                if value < row[p]:
-                    row[p] = value
+                row[p] = min(row[p], value)
             k += 1
         for p in range(num_perm):
             out[d, p] = min(out[d, p], row[p])
@@ -155,30 +155,26 @@ def collapse_kernel(data, offsets, blank, extra_blanks):
     `extra_blanks` (ascending), read as a space; then each run of spaces dropped, except its first byte
     where the run has a byte other than a newline on both sides inside its text."""
     num_docs = len(offsets) - 1
-    out = np.empty(len(data), np.uint8)
+    out = np.empty(len(data) + 1, np.uint8)  # every byte stores; only the kept ones advance (no branches)
     out_offsets = np.empty(num_docs + 1, np.int64)
     out_offsets[0] = 0
     k = 0
     x = 0
     for d in range(num_docs):
-        run = 0  # spaces seen since the last kept byte
-        previous = _NEWLINE  # the text's start counts like a newline: no space before the first byte
+        after_space = np.uint8(0)
+        previous = _NEWLINE  # the last byte kept; the text's start counts like a newline
         for i in range(offsets[d], offsets[d + 1]):
             byte = data[i]
-            if x < len(extra_blanks) and extra_blanks[x] == i:
-                byte = _SPACE
-                x += 1
-            elif blank[byte]:
-                byte = _SPACE
-            if byte == _SPACE:
-                run += 1
-                continue
-            if run and previous != _NEWLINE and byte != _NEWLINE:
-                out[k] = _SPACE
-                k += 1
-            run = 0
+            extra = x < len(extra_blanks) and extra_blanks[x] == i
+            x += extra
+            space = np.uint8(blank[byte] | extra)
+            byte = _SPACE if space else byte
+            word = np.uint8(1) - space
+            out[k] = _SPACE  # the run's one space, kept between two bytes of a line
+            k += word & after_space & np.uint8(previous != _NEWLINE) & np.uint8(byte != _NEWLINE)
             out[k] = byte
-            k += 1
-            previous = byte
+            k += word
+            previous = previous if space else byte
+            after_space = space
         out_offsets[d + 1] = k
     return out_offsets, out[:k]

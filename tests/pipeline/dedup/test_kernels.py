@@ -10,7 +10,13 @@ import pyarrow as pa
 import pytest
 
 from pipeline.dedup.minhash import compiled_signatures, signatures
-from pipeline.dedup.normalize import blank_to_space, code_tokens_of, collapse_spaces, collapsed_blanks, prose_tokens
+from pipeline.dedup.normalize import (
+    blank_to_space,
+    code_tokens_of,
+    collapse_spaces,
+    collapsed_blanks,
+    prose_tokens,
+)
 from pipeline.dedup.shingles import code_shingles, prose_shingles, shingle_hashes
 
 # ASCII words, digits, marks and every kind of blank; non-ASCII letters, digits, marks (combining and
