@@ -1,8 +1,9 @@
 """Per-document dedup features in one pass over a batch: exact key, MinHash signature, LSH band keys and
 the hashes of lines that may be boilerplate. What the Spark job shuffles is these, never the text.
 
-Everything is computed over the whole batch at once (Arrow kernels, numpy over the text buffer, polars'
-string hash): no Python runs per document.
+Everything is computed over the whole batch at once (compiled kernels over the text buffer, Arrow
+kernels, polars' string hash): no Python runs per document. `pipeline.dedup.kernels` says which numpy
+functions each kernel replaces; the tests hold the kernels to them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import pyarrow.compute as pc
 
 from pipeline.dedup.boilerplate import candidate_lines, comparable
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.minhash import band_keys, signatures
-from pipeline.dedup.normalize import blank_to_space, code_tokens_of, collapse_spaces, plain, prose_tokens
-from pipeline.dedup.shingles import Shingles, shingle_hashes
+from pipeline.dedup.minhash import band_keys, compiled_signatures
+from pipeline.dedup.normalize import collapsed_blanks, plain
+from pipeline.dedup.shingles import Shingles, code_shingles, prose_shingles
 
 FEATURE_COLUMNS = [
     pa.field("exact_key", pa.binary()),
@@ -39,7 +40,7 @@ def is_code(domains: pa.Array, code_domains: tuple[str, ...]) -> np.ndarray:
 def exact_keys(texts: pa.Array, code: np.ndarray, lowercase_prose: bool) -> np.ndarray:
     """(documents, 2) uint64: a 128-bit hash of each text's exact form (whitespace runs collapsed, ends
     trimmed, prose lowercased when asked; code keeps its case)."""
-    form = collapse_spaces(blank_to_space(comparable(texts, code, lowercase_prose), keep_newlines=False))
+    form = collapsed_blanks(comparable(texts, code, lowercase_prose), keep_newlines=False)
     series = pl.Series(form)
     return np.stack([series.hash(seed).to_numpy() for seed in EXACT_SEEDS], axis=1).astype(np.uint64, copy=False)
 
@@ -82,9 +83,9 @@ def shingle_kinds(domains: pa.Array, cfg: DedupConfig) -> np.ndarray:
 def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> Shingles:
     """Shingle hashes of every document: prose as words, code as tokens, each with its own n."""
     makers = {
-        PROSE: lambda t: shingle_hashes(prose_tokens(t), cfg.near.prose_ngram),
-        NUMERIC: lambda t: shingle_hashes(prose_tokens(t, map_digits=False), cfg.near.prose_ngram),
-        CODE: lambda t: shingle_hashes(code_tokens_of(t), cfg.near.code_ngram),
+        PROSE: lambda t: prose_shingles(t, cfg.near.prose_ngram),
+        NUMERIC: lambda t: prose_shingles(t, cfg.near.prose_ngram, map_digits=False),
+        CODE: lambda t: code_shingles(t, cfg.near.code_ngram),
     }
     present = [kind for kind in makers if (kinds == kind).any()]
     if len(present) == 1:
@@ -108,7 +109,7 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     code = kinds == CODE
     shingles = document_shingles(texts, kinds, cfg)
     counts = shingles.counts()
-    sigs = signatures(shingles.doc, shingles.hash32, len(texts), cfg.near.num_perm, cfg.near.seed)
+    sigs = compiled_signatures(shingles.doc, shingles.hash32, len(texts), cfg.near.num_perm, cfg.near.seed)
     keys = band_keys(sigs, bands, rows)
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
