@@ -64,9 +64,10 @@ def _check_machine() -> None:
 
 
 def _check_status_table(build_or_output: str, failures: int) -> None:
-    import os
+    import posixpath
     from collections import Counter
 
+    import fsspec
     import pyarrow.dataset as ds
 
     root = build_or_output
@@ -74,10 +75,10 @@ def _check_status_table(build_or_output: str, failures: int) -> None:
         from pipeline.config import load_build
 
         root = load_build(build_or_output).build.output
-    path = os.path.join(root.removeprefix("file://"), "traces", "status")
-    if not os.path.isdir(path):
+    fs, path = fsspec.core.url_to_fs(posixpath.join(root, "traces", "status"))
+    if not fs.isdir(path):
         raise UserError(f"no traces status table at {path}: run the traces job first (rnj run BUILD)")
-    rows = ds.dataset(path, format="parquet").to_table().to_pylist()
+    rows = ds.dataset(path, format="parquet", filesystem=fs).to_table().to_pylist()
     statuses = Counter(r["status"] for r in rows)
     modes = Counter(r["sandbox_mode"] or "not run" for r in rows)
     seconds = [r["seconds"] for r in rows if r["seconds"] is not None]
