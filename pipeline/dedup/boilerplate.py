@@ -60,7 +60,12 @@ def line_hash(lines: pa.Array) -> np.ndarray:
 def candidate_lines(texts, code: np.ndarray, cfg: BoilerplateConfig,
                     lowercase_prose: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(document, hash of the normal form, may-be-boilerplate) for every line of every text."""
-    doc, lines = normal_lines(texts, code, lowercase_prose)
+    return lines_as_candidates(*normal_lines(texts, code, lowercase_prose), code, cfg)
+
+
+def lines_as_candidates(doc: np.ndarray, lines: pa.Array, code: np.ndarray,
+                        cfg: BoilerplateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`candidate_lines` of lines already in normal form (`normal_lines`)."""
     ok = np.asarray(pc.greater_equal(pc.utf8_length(lines), cfg.min_line_chars).to_numpy(zero_copy_only=False))
     if cfg.code_comment_lines_only and code.any():
         in_code = code[doc] & ok

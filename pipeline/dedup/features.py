@@ -13,10 +13,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.boilerplate import candidate_lines, comparable
+from pipeline.dedup.boilerplate import comparable, lines_as_candidates, split_lines
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.minhash import band_keys, compiled_signatures
-from pipeline.dedup.normalize import collapsed_blanks, plain
+from pipeline.dedup.normalize import collapsed_blanks, line_and_exact_forms, plain
 from pipeline.dedup.shingles import Shingles, code_shingles, prose_shingles
 
 FEATURE_COLUMNS = [
@@ -40,7 +40,11 @@ def is_code(domains: pa.Array, code_domains: tuple[str, ...]) -> np.ndarray:
 def exact_keys(texts: pa.Array, code: np.ndarray, lowercase_prose: bool) -> np.ndarray:
     """(documents, 2) uint64: a 128-bit hash of each text's exact form (whitespace runs collapsed, ends
     trimmed, prose lowercased when asked; code keeps its case)."""
-    form = collapsed_blanks(comparable(texts, code, lowercase_prose), keep_newlines=False)
+    return exact_keys_of_form(collapsed_blanks(comparable(texts, code, lowercase_prose), keep_newlines=False))
+
+
+def exact_keys_of_form(form: pa.Array) -> np.ndarray:
+    """`exact_keys` of texts already in exact form."""
     series = pl.Series(form)
     return np.stack([series.hash(seed).to_numpy() for seed in EXACT_SEEDS], axis=1).astype(np.uint64, copy=False)
 
@@ -114,13 +118,16 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
     band_values = pa.array(keys[eligible].reshape(-1), pa.int64())
+    compared = comparable(texts, code, cfg.exact.lowercase_prose)
     if cfg.boilerplate.enabled:
-        line_doc, line_hash, line_ok = candidate_lines(texts, code, cfg.boilerplate, cfg.exact.lowercase_prose)
+        line_form, exact_form = line_and_exact_forms(compared)  # one pass over the bytes for both
+        line_doc, line_hash, line_ok = lines_as_candidates(*split_lines(line_form), code, cfg.boilerplate)
         line_lists = _distinct_lists(line_doc[line_ok], line_hash[line_ok], len(texts))
     else:
+        exact_form = collapsed_blanks(compared, keep_newlines=False)
         line_lists = _distinct_lists(np.zeros(0, np.int64), np.zeros(0, np.uint64), len(texts))
     columns = [batch.column(name) for name in passthrough] + [
-        binary_rows(exact_keys(texts, code, cfg.exact.lowercase_prose)),
+        binary_rows(exact_keys_of_form(exact_form)),
         pa.array(counts.astype(np.int64)),
         binary_rows(sigs),
         pa.ListArray.from_arrays(pa.array(band_offsets), band_values),

@@ -150,31 +150,44 @@ def minhash_kernel(doc, hash32, num_docs, a, b):
 
 
 @njit(cache=True, nogil=True)
-def collapse_kernel(data, offsets, blank, extra_blanks):
-    """(offsets, bytes) of the texts with every byte that `blank[byte]` marks, and every position in
-    `extra_blanks` (ascending), read as a space; then each run of spaces dropped, except its first byte
-    where the run has a byte other than a newline on both sides inside its text."""
+def collapse_kernel(data, offsets, blanks, extra_blanks):
+    """For each row of `blanks` (a (forms, 256) bool table, one or two rows), (offsets, bytes) of the texts
+    with every byte that the row marks, and every position in `extra_blanks` (ascending), read as a
+    space; then each run of spaces dropped, except its first byte where the run has a byte other than a
+    newline on both sides inside its text. Two forms cost one pass over the bytes."""
     num_docs = len(offsets) - 1
-    out = np.empty(len(data) + 1, np.uint8)  # every byte stores; only the kept ones advance (no branches)
-    out_offsets = np.empty(num_docs + 1, np.int64)
-    out_offsets[0] = 0
-    k = 0
+    forms = blanks.shape[0]
+    out = np.empty((forms, len(data) + 1), np.uint8)  # every byte stores; kept ones advance (no branches)
+    out_offsets = np.zeros((forms, num_docs + 1), np.int64)
+    k0 = 0
+    k1 = 0
     x = 0
     for d in range(num_docs):
-        after_space = np.uint8(0)
-        previous = _NEWLINE  # the last byte kept; the text's start counts like a newline
+        after0 = np.uint8(0)
+        after1 = np.uint8(0)
+        previous0 = _NEWLINE  # the last byte kept; the text's start counts like a newline
+        previous1 = _NEWLINE
         for i in range(offsets[d], offsets[d + 1]):
             byte = data[i]
             extra = x < len(extra_blanks) and extra_blanks[x] == i
             x += extra
-            space = np.uint8(blank[byte] | extra)
-            byte = _SPACE if space else byte
-            word = np.uint8(1) - space
-            out[k] = _SPACE  # the run's one space, kept between two bytes of a line
-            k += word & after_space & np.uint8(previous != _NEWLINE) & np.uint8(byte != _NEWLINE)
-            out[k] = byte
-            k += word
-            previous = previous if space else byte
-            after_space = space
-        out_offsets[d + 1] = k
-    return out_offsets, out[:k]
+            k0, after0, previous0 = _collapse_step(out[0], k0, byte, blanks[0, byte] | extra, after0, previous0)
+            if forms == 2:
+                k1, after1, previous1 = _collapse_step(out[1], k1, byte, blanks[1, byte] | extra, after1, previous1)
+        out_offsets[0, d + 1] = k0
+        if forms == 2:
+            out_offsets[1, d + 1] = k1
+    return out_offsets, out, np.array([k0, k1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _collapse_step(out, k, byte, blank, after_space, previous):
+    """One byte of `collapse_kernel`: (next write position, this byte is a space, last byte kept)."""
+    space = np.uint8(blank)
+    byte = _SPACE if space else byte
+    word = np.uint8(1) - space
+    out[k] = _SPACE  # the run's one space, kept between two bytes of a line
+    k += word & after_space & np.uint8(previous != _NEWLINE) & np.uint8(byte != _NEWLINE)
+    out[k] = byte
+    k += word
+    return k, space, previous if space else byte

@@ -283,11 +283,24 @@ def collapse_spaces(texts: pa.Array) -> pa.Array:
 
 def collapsed_blanks(texts, keep_newlines: bool) -> pa.Array:
     """`collapse_spaces(blank_to_space(texts, keep_newlines))` in one compiled pass over the bytes."""
+    return _collapsed(texts, (keep_newlines,))[0]
+
+
+def line_and_exact_forms(texts) -> tuple[pa.Array, pa.Array]:
+    """(`collapsed_blanks(texts, True)`, `collapsed_blanks(texts, False)`) in one pass over the bytes."""
+    lines, exact = _collapsed(texts, (True, False))
+    return lines, exact
+
+
+def _collapsed(texts, keep_newlines: tuple[bool, ...]) -> list[pa.Array]:
     texts = plain(texts)
     offsets, data = string_buffers(texts)
-    out_offsets, out = collapse_kernel(data, offsets, _blank_table(keep_newlines),
-                                       non_ascii_bytes_of(data, (SPACE,)).astype(np.int64, copy=False))
-    return pa.StringArray.from_buffers(len(texts), pa.py_buffer(out_offsets.astype(np.int32)), pa.py_buffer(out))
+    blanks = np.stack([_blank_table(keep) for keep in keep_newlines])
+    out_offsets, out, sizes = collapse_kernel(data, offsets, blanks,
+                                              non_ascii_bytes_of(data, (SPACE,)).astype(np.int64, copy=False))
+    return [pa.StringArray.from_buffers(len(texts), pa.py_buffer(out_offsets[form].astype(np.int32)),
+                                        pa.py_buffer(out[form, : sizes[form]]))
+            for form in range(len(keep_newlines))]
 
 
 @lru_cache(maxsize=2)

@@ -9,12 +9,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from pipeline.dedup.boilerplate import comparable, normal_lines, split_lines
 from pipeline.dedup.minhash import compiled_signatures, signatures
 from pipeline.dedup.normalize import (
     blank_to_space,
     code_tokens_of,
     collapse_spaces,
     collapsed_blanks,
+    line_and_exact_forms,
     prose_tokens,
 )
 from pipeline.dedup.shingles import code_shingles, prose_shingles, shingle_hashes
@@ -102,3 +104,21 @@ def test_collapsed_blanks_equal_numpy_on_real_text(sample_corpus):
     texts = pa.array(real_texts(sample_corpus))
     for keep_newlines in (False, True):
         assert collapsed_blanks(texts, keep_newlines).equals(collapse_spaces(blank_to_space(texts, keep_newlines)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_line_and_exact_forms_in_one_pass_equal_each_form(seed):
+    texts = pa.array(random_texts(seed)).fill_null("")
+    lines, exact = line_and_exact_forms(texts)
+    assert lines.equals(collapse_spaces(blank_to_space(texts, keep_newlines=True)))
+    assert exact.equals(collapse_spaces(blank_to_space(texts, keep_newlines=False)))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_normal_lines_equal_collapsing_each_line(seed):
+    texts = pa.array(random_texts(seed)).fill_null("")
+    code = np.arange(len(texts)) % 2 == 0
+    doc, lines = normal_lines(texts, code, lowercase_prose=True)
+    ref_doc, ref_lines = split_lines(blank_to_space(comparable(texts, code, True), keep_newlines=True))
+    assert np.array_equal(doc, ref_doc)
+    assert lines.equals(collapse_spaces(ref_lines))
