@@ -154,15 +154,15 @@ class DecontaminateConfig:
     ngram: int = 10
     """Overlap unit, in words once names are set aside (docs/dedup.md): long enough that unrelated text
     never shares one by chance, short enough to fit between a renamed copy's changes."""
-    min_ngrams: int = 4
+    min_ngrams: int = 5
     """A document contains an item when it holds this many of the item's evidence n-grams (all of them if
-    the item has fewer): 13 words in a row, which a pasted prompt, a partial copy or a renamed copy keeps
+    the item has fewer): 14 words in a row, which a pasted prompt, a partial copy or a renamed copy keeps
     (an n-gram that k items share counts 1/k)..."""
     min_item_fraction: float = 0.5
     """...or this share of all the item's n-grams, evidence or not, and `min_ngrams` at least: a copy of a
     generated problem made of template words and small numbers, where no single n-gram is evidence; 0
     turns this second rule off."""
-    min_content_words: int = 2
+    min_content_words: int = 1
     """An n-gram is evidence only when it holds this many content words: not Python keywords, builtins,
     common methods, English function words or single characters, the idioms every program shares."""
     common_word_share: float = 0.05

@@ -47,6 +47,8 @@ from pipeline.dedup.shingles import fmix64, token_hashes
 SPREAD = 3
 """An n-gram's remaining words must lie within SPREAD x n words of the document (the rest are names and
 unknown words): a copy with renamed names qualifies, words scattered over a page do not."""
+NAME_SHARE = 0.5
+"""A word is set aside as a name when more than this share of the items that hold it use it as a name."""
 REGION_PASSES = 3
 """Span removal repeats (at most this often) while the cut text still matches: joining the text around a
 cut can make a new match."""
@@ -324,7 +326,7 @@ def _mostly_names(tokens: Tokens, hashes: np.ndarray, own: np.ndarray) -> np.nda
     words, index = np.unique(pairs[:, 0], return_inverse=True)
     name_uses = np.bincount(index.ravel(), weights=own[first], minlength=len(words))
     plain_uses = np.bincount(index.ravel(), weights=~own[first], minlength=len(words))
-    return words[name_uses > plain_uses]
+    return words[name_uses > NAME_SHARE * (name_uses + plain_uses)]
 
 
 def _copies(sequence: np.ndarray, offsets: np.ndarray) -> np.ndarray:
