@@ -10,6 +10,8 @@ and folder each comes from and under which licence); nothing fetched is kept in 
                           train, half the set, taught the model little more than "no LaTeX means easy".)
     train/code.jsonl      Python solutions of Code Jam, Kick Start and Hacker Cup problems (Easy 1, Medium 2,
                           Hard 3, Very Hard 4), one source per contest series
+    train/code_codewars.jsonl  Python solutions of Codewars kata, rank 8 kyu .. 2 kyu as 1 .. 7, one source per author
+    train/code_kattis.jsonl  Python 3 solutions of Kattis problems, labelled with Kattis points (1.2 .. 5.0)
     eval/math_test.jsonl  MATH test (levels 1-5): evaluation only
     eval/gsm8k_math_test.jsonl  GSM8K test (0) and MATH test (1-5): evaluation only
     eval/mmlu_math.jsonl  MMLU test questions: elementary 1, high school 2, college 3 (another source)
@@ -34,6 +36,8 @@ LEETCODE_LEVELS = {"easy": 1, "medium": 2, "hard": 3}
 GSM8K_TRAIN_EVERY = 5
 MMLU_LEVELS = {"elementary_mathematics": 1, "high_school_mathematics": 2, "college_mathematics": 3}
 _ROW_DIFFICULTY = re.compile(r"\|\s*(Easy|Medium|Hard|Very Hard)\s*\|", re.IGNORECASE)
+_KATTIS_ROW = re.compile(r"\|\s*(\d+(?:\.\d+)?)\s*\|\s*\w+\s*\|\s*\[Python 3\]\(\.\./main/([^)]+\.py)\)")
+_KYU_FOLDER = re.compile(r"(?:kyu_|py)?([1-8])(?:kyu)?")
 _PYTHON_LINK = re.compile(r"\[(?:Python|PyPy)3?\]\((\./[^)]+?\.py3?)\)")
 
 
@@ -96,6 +100,33 @@ def kamyu_contests(raw: Path) -> list[dict]:
     return rows
 
 
+def kattis(raw: Path) -> list[dict]:
+    """Python 3 solutions of Kattis problems, labelled with the problem's Kattis points (its difficulty rating,
+    1.2 .. 5.0), from the repository README's table: `| [id](url) | title | points | easy/medium | [Python 3](link) |`."""
+    rows = []
+    for line in (raw / "kattis" / "readme.md").read_text(encoding="utf-8").splitlines():
+        row = _KATTIS_ROW.search(line)
+        if row and (path := raw / "kattis" / unquote(row.group(2))).is_file():
+            rows.append(_record(path.read_text(encoding="utf-8"), float(row.group(1)), "code", "kattis",
+                                f"kattis/{path.relative_to(raw / 'kattis')}"))
+    return rows
+
+
+def codewars(raw: Path) -> list[dict]:
+    """Python solutions of Codewars kata, labelled with the kata's rank: 8 kyu (easiest) .. 2 kyu as 1 .. 7;
+    one source per author (`RAW/codewars/<author>/`, kyu folders named like `kyu_8` or `py8kyu`). Beta, retired
+    and incomplete kata have no rank and are left out."""
+    rows = []
+    for author in sorted(p for p in (raw / "codewars").iterdir() if p.is_dir()):
+        for path in sorted(author.rglob("*.py")):
+            rank = _KYU_FOLDER.fullmatch(path.relative_to(author).parts[0])
+            if rank is None or path.name == "__init__.py":
+                continue
+            rows.append(_record(path.read_text(encoding="utf-8"), 9 - int(rank.group(1)), "code",
+                                f"codewars-{author.name.lower()}", f"codewars/{author.name}/{path.relative_to(author)}"))
+    return rows
+
+
 def leetcode(raw: Path) -> list[dict]:
     return [_record(path.read_text(encoding="utf-8"), level, "code", "leetcode", f"leetcode/{path.name}")
             for path, level in readme_solutions(raw / "leetcode" / "README.md", LEETCODE_LEVELS)]
@@ -130,6 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     write(args.out / "train" / "math.jsonl", school_and_competition(args.raw, "train", GSM8K_TRAIN_EVERY))
     write(args.out / "train" / "code.jsonl", kamyu_contests(args.raw))
+    write(args.out / "train" / "code_kattis.jsonl", kattis(args.raw))
+    write(args.out / "train" / "code_codewars.jsonl", codewars(args.raw))
     test = competition_math(args.raw, "test")
     write(args.out / "eval" / "math_test.jsonl",
           [_record(r["text"], r["level"], "math", "math-test", r["uri"]) for r in test])

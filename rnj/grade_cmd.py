@@ -63,13 +63,13 @@ def report_uri(target: str) -> str:
 def _print_table(console, title: str, table: dict) -> None:
     from rich.table import Table
 
-    columns = list(next(iter(table.values())).keys()) if table else []
+    columns = list(dict.fromkeys(column for row in table.values() for column in row))
     out = Table(title=title, title_justify="left")
     out.add_column("set")
     for column in columns:
         out.add_column(column, justify="right")
     for name, row in table.items():
-        out.add_row(name, *(f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+        out.add_row(name, *(f"{row[c]:.3f}" if isinstance(row.get(c), float) else str(row.get(c, "")) for c in columns))
     console.print(out)
 
 

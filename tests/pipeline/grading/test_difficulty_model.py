@@ -87,6 +87,39 @@ def test_fit_learns_both_domains_and_reports_cross_validation(fitted):
     assert model.domains["math"].info["cv"]["mathgen"]["model"] > 0.5
 
 
+def test_source_offsets_learn_the_order_within_sources_not_between_them():
+    """Source b's documents are all far longer than source a's, but its levels span the same rank-normalised
+    range: without offsets the pooled fit nearly ignores length; with them its weight is the within-source slope."""
+    from scipy import sparse
+    from sklearn.linear_model import Ridge
+
+    from pipeline.grading.fit import _fit_domain
+
+    length = np.concatenate([np.arange(10.0), 100.0 + np.arange(10.0)])[:, None]
+    sources = np.array(["a"] * 10 + ["b"] * 10)
+    target = rank_normalise(np.tile(np.arange(10), 2), list(sources))
+    no_ngrams = sparse.csr_matrix((20, 4))
+
+    def length_weight(offsets: bool) -> float:
+        settings = FitSettings(buckets=4, alpha=1e-6, source_offsets=offsets, balance_sources=False)
+        model = _fit_domain(length, no_ngrams, target, sources, settings, Ridge)
+        assert model.coef.shape == (5,)  # n-grams + the dense feature; the offsets are not kept
+        return float(model.coef[-1] / model.scale[0])
+
+    assert length_weight(True) == pytest.approx(0.1, rel=0.05)
+    assert abs(length_weight(False)) < 0.01
+
+
+def test_each_source_is_also_scored_by_a_model_of_the_other_sources(tmp_path):
+    rows = write_labels(tmp_path / "labels.jsonl", per_level=8)
+    code = [dict(r, source=f"author-{i % 2}") for i, r in enumerate(rows) if r["domain"] == "code"]
+    (tmp_path / "code.jsonl").write_text("".join(json.dumps(r) + "\n" for r in code))
+    examples, files = load_labels([str(tmp_path / "code.jsonl")])
+    cv = fit_model(examples, files, SMALL, name="two", version="1").domains["code"].info["cv"]
+    assert {cv[s]["model, other sources only"] > 0.8 for s in ("author-0", "author-1")} == {True}
+    assert "model, other sources only" not in cv["(all sources)"]
+
+
 def test_held_out_labels_rank_by_level(fitted, tmp_path):
     _, model = fitted
     write_labels(tmp_path / "held.jsonl", seed=7, per_level=6)
