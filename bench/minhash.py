@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow as pa
 from datasketch import MinHash
 
-from pipeline.dedup.minhash import signatures
+from pipeline.dedup.minhash import compiled_signatures
 from pipeline.dedup.normalize import prose_tokens
-from pipeline.dedup.shingles import shingle_bytes, shingle_hash32, shingle_hashes
+from pipeline.dedup.shingles import prose_shingles, shingle_bytes, shingle_hash32
 
 
 def sample_texts(sample: Path, limit: int) -> list[str]:
@@ -39,8 +39,9 @@ def sample_texts(sample: Path, limit: int) -> list[str]:
 
 
 def ours(texts: pa.Array, num_perm: int, seed: int, n: int) -> np.ndarray:
-    sh = shingle_hashes(prose_tokens(texts), n)
-    return signatures(sh.doc, sh.hash32, sh.num_docs, num_perm, seed)
+    """What the features pass computes: the compiled shingle and MinHash kernels over the batch's buffer."""
+    sh = prose_shingles(texts, n)
+    return compiled_signatures(sh.doc, sh.hash32, sh.num_docs, num_perm, seed)
 
 
 def theirs(shingles: list[list[bytes]], num_perm: int, seed: int, hashfunc=None) -> np.ndarray:

@@ -276,10 +276,14 @@ def _near_round(alive: DataFrame, cfg: DedupConfig, bands: int, rows: int,
     pairs, giant = candidate_pairs(alive, near.max_bucket_size)
     scored = score_pairs(pairs, alive, near.num_perm).persist(StorageLevel.MEMORY_AND_DISK)
     verified = F.col("jaccard") >= verify
-    tally = scored.agg(F.count("*").alias("candidates"), F.sum(verified.cast("long")).alias("verified")).first()
-    report["candidate_pairs"] = tally["candidates"]
-    report["verified_pairs"] = tally["verified"] or 0
-    giant_rows = giant.orderBy(F.col("size").desc(), "band", "key").limit(10).collect()
+    # One job for the pair tally and the largest split buckets, so Spark can reuse the buckets' shuffle.
+    tally = scored.agg(F.count("*").alias("candidates"), F.sum(verified.cast("long")).alias("verified"))
+    largest = giant.orderBy(F.col("size").desc(), "band", "key").limit(10)
+    rows = tally.unionByName(largest.select("band", "size", "root", "key"), allowMissingColumns=True).collect()
+    tally_row = next(r for r in rows if r["candidates"] is not None)
+    giant_rows = sorted((r for r in rows if r["candidates"] is None), key=lambda r: (-r["size"], r["band"], r["key"]))
+    report["candidate_pairs"] = tally_row["candidates"]
+    report["verified_pairs"] = tally_row["verified"] or 0
     report["split_buckets"] = {"max_bucket_size": near.max_bucket_size,
                                "largest": [{"band": r["band"], "size": r["size"], "root": r["root"]}
                                            for r in giant_rows]}
