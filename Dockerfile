@@ -71,7 +71,10 @@ COPY deploy/docker/spark-defaults.conf /opt/spark/conf/spark-defaults.conf
 # PYTHONSAFEPATH: spark-submit runs /opt/rnj/jobs/NAME.py as a script, which puts /opt/rnj/jobs first on
 # sys.path, where jobs/tokenize.py shadows the standard library's tokenize (imported by traceback and
 # linecache) and every job dies at start-up. The jobs import the installed package instead.
+# NUMBA_CACHE_DIR: the dedup kernels (pipeline/dedup/kernels.py) cache their machine code; site-packages is
+# read-only for uid 185, so each pod compiles them once (a few seconds) into a folder it may write.
 ENV HADOOP_CONF_DIR=/opt/rnj/hadoop-conf \
+    NUMBA_CACHE_DIR=/tmp/numba-cache \
     PYTHONSAFEPATH=1 \
     PYSPARK_PYTHON=/opt/rnj/venv/bin/python \
     PYSPARK_DRIVER_PYTHON=/opt/rnj/venv/bin/python \
