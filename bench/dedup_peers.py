@@ -27,6 +27,7 @@ CPU-seconds of this process (other sessions' load on the shared machine does not
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import json
 import os
@@ -99,11 +100,27 @@ def _windows(folders: dict[str, list[Path]], limit: int) -> list[str]:
 
 
 def planted_set(groups: int, copies: int, distinct: int, seed: int) -> tuple[PlantedSet, dict]:
+    """The planted set and its source counts (see the module docstring)."""
     texts, counts = text_windows(2 * (groups + distinct))
     planted = build_planted(texts, groups=groups, copies=copies, distinct=distinct, seed=seed, reorder=0.5,
                             min_words=MIN_WORDS, max_words=MAX_WORDS)
     random.Random(seed).shuffle(planted.docs)  # keep-first must not meet every original first
     return planted, counts
+
+
+def cached_planted_set(cache: str | None, groups: int, copies: int, distinct: int,
+                       seed: int) -> tuple[PlantedSet, dict]:
+    """`planted_set`, read from (or written to) a JSON file under `cache` named by its parameters."""
+    if cache is None:
+        return planted_set(groups, copies, distinct, seed)
+    path = Path(cache) / f"planted-{groups}-{copies}-{distinct}-{seed}.json.gz"
+    if path.exists():
+        stored = json.loads(gzip.decompress(path.read_bytes()))
+        return PlantedSet(**stored["planted"]), stored["sources"]
+    planted, sources = planted_set(groups, copies, distinct, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(json.dumps({"planted": dataclasses.asdict(planted), "sources": sources}).encode()))
+    return planted, sources
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -271,8 +288,9 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--runs", type=int, default=2, help="forced dedup job runs (the first starts workers)")
     parser.add_argument("--write", default=None, help="write the section into this markdown file")
+    parser.add_argument("--cache", default=None, help="a folder to keep the planted set in between runs")
     args = parser.parse_args()
-    planted, sources = planted_set(args.groups, args.copies, args.distinct, args.seed)
+    planted, sources = cached_planted_set(args.cache, args.groups, args.copies, args.distinct, args.seed)
     docs = planted.docs
     n = len(docs)
     megabytes = sum(len(d["text"].encode()) for d in docs) / 1e6

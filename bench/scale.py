@@ -247,39 +247,46 @@ def planted_recall(out: Path, cfg) -> dict:
     return result
 
 
-def raw_encoder(cfg, tokens_expected: int) -> dict:
+def raw_encoder(config: Path, tokens_expected: int) -> dict:
     """Tokens per CPU-second of the raw encoder on the tokenize job's input texts, one thread, file by file
-    (only the encode calls are timed), with the tokenizer the job committed."""
+    (only the encode calls are timed), with the tokenizer the job committed. It runs in a subprocess, so
+    that its memory is not counted as the driver's in the jobs after it."""
+    script = "import json, sys\nfrom bench.scale import raw_encoder_figures\nprint(json.dumps(raw_encoder_figures(sys.argv[1])))"
+    command = [sys.executable, "-c", script, str(config)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    if done.returncode != 0:
+        raise RuntimeError(f"the raw encoder failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    if figures["tokens"] != tokens_expected:
+        raise AssertionError(f"the raw encoder made {figures['tokens']} tokens, the tokenize job {tokens_expected}")
+    return figures
+
+
+def raw_encoder_figures(config: str) -> dict:
+    """raw_encoder's measurement, in the process that runs it (TOKENIZERS_PARALLELISM=false: one thread)."""
     from jobs.common import upstream_jobs
     from pipeline.commit import JobOutput
+    from pipeline.config import load_build
     from tokenizer.files import load_committed_tokenizer
 
+    cfg = load_build(config)
     tok = load_committed_tokenizer(cfg).tokenizer
-    previous = os.environ.get("TOKENIZERS_PARALLELISM")
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     cpu = {"encode_batch": 0.0, "encode_batch_fast": 0.0}
     tokens = 0
-    try:
-        for job in upstream_jobs(cfg, "tokenize"):
-            folder = Path(JobOutput(cfg.build.output, job).child("documents").removeprefix("file://"))
-            for path in sorted(folder.glob("*.parquet")):
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=["text"]):
-                    texts = batch.column(0).to_pylist()
-                    start = time.process_time()
-                    encoded = tok.encode_batch(texts, add_special_tokens=False)
-                    tokens += sum(len(e.ids) for e in encoded)
-                    cpu["encode_batch"] += time.process_time() - start
-                    start = time.process_time()
-                    fast = tok.encode_batch_fast(texts, add_special_tokens=False)
-                    sum(len(e.ids) for e in fast)
-                    cpu["encode_batch_fast"] += time.process_time() - start
-    finally:
-        if previous is None:
-            del os.environ["TOKENIZERS_PARALLELISM"]
-        else:
-            os.environ["TOKENIZERS_PARALLELISM"] = previous
-    if tokens != tokens_expected:
-        raise AssertionError(f"the raw encoder made {tokens} tokens, the tokenize job {tokens_expected}")
+    for job in upstream_jobs(cfg, "tokenize"):
+        folder = Path(JobOutput(cfg.build.output, job).child("documents").removeprefix("file://"))
+        for path in sorted(folder.glob("*.parquet")):
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=4096, columns=["text"]):
+                texts = batch.column(0).to_pylist()
+                start = time.process_time()
+                encoded = tok.encode_batch(texts, add_special_tokens=False)
+                tokens += sum(len(e.ids) for e in encoded)
+                cpu["encode_batch"] += time.process_time() - start
+                start = time.process_time()
+                fast = tok.encode_batch_fast(texts, add_special_tokens=False)
+                sum(len(e.ids) for e in fast)
+                cpu["encode_batch_fast"] += time.process_time() - start
     return {"tokens": tokens, "cpu_s": {k: round(v, 2) for k, v in cpu.items()},
             "tokens_per_cpu_s": {k: round(tokens / v) for k, v in cpu.items() if v}}
 
@@ -414,7 +421,7 @@ def measure(args: argparse.Namespace, jobs: list[str]) -> dict:
                 tokens = JobOutput(cfg.build.output, "tokenize").ledger().extra["tokens"]
                 row["tokens"] = tokens
                 row["tokens_per_cpu_s"] = round(tokens / row["cpu_s"])
-                row["raw"] = raw_encoder(cfg, tokens)
+                row["raw"] = raw_encoder(config, tokens)
                 row["overhead_vs_raw"] = {k: round(v / row["tokens_per_cpu_s"] - 1, 3)
                                           for k, v in row["raw"]["tokens_per_cpu_s"].items()}
                 print(f"tokenize: {row['tokens_per_cpu_s']:,} tokens/CPU-s; raw {row['raw']['tokens_per_cpu_s']}; "

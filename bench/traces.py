@@ -1,6 +1,6 @@
 """Benchmark: units traced per second per core, the way one Spark task of the traces job runs them.
 
-    .venv/bin/python bench/traces.py [--units N] [--workers W] [--modes bubblewrap,none]
+    .venv/bin/python bench/traces.py [--units N] [--workers W] [--modes bubblewrap,none] [--python PATH]
 
 Units are the sample's math functions (pipeline.mathgen, the same as OUT/units/tasks.jsonl), traced and
 rendered with their SFT forms by pipeline.traces.generate.trace_rows, W sandboxes at a time, once per sandbox
@@ -12,6 +12,8 @@ mode. Reported per mode:
                    else loads the machine;
   startup_cpu_ms   CPU of starting a bare interpreter (`python -S -c pass`; not measurable under bwrap),
                    most of a small unit's cost.
+Mode `none` as root needs an interpreter uid 65534 can reach (`--python /usr/bin/python3`): the unit then
+runs on that interpreter, whose start-up cost differs from the worker's own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from pipeline.errors import UserError
 from pipeline.mathgen import generate_problems
 from pipeline.traces.config import TracesConfig
 from pipeline.traces.generate import _unit_row, trace_rows
@@ -70,16 +73,16 @@ class Metered(Sandbox):
         return result
 
 
-def measure(mode: str, rows: list[dict], workers: int) -> dict:
+def measure(mode: str, rows: list[dict], workers: int, python: str | None = None) -> dict:
     cfg = TracesConfig(enabled=True, sandbox=mode, workers=workers)
-    sandbox = Metered(cfg)
+    sandbox = Metered(cfg, python=python if mode == "none" else None)
     trace_rows(rows[:workers * 2], cfg, sandbox)  # warm-up: page cache, probe
     sandbox.reported = 0.0
     cpu, wall = cpu_seconds(), time.perf_counter()
     out = trace_rows(rows, cfg, sandbox)
     cpu, wall = cpu_seconds() - cpu + sandbox.reported, time.perf_counter() - wall
     ok = sum(r["status"] == "ok" for r in out)
-    return {"mode": mode, "layers": "+".join(sandbox.layers), "units": len(rows), "ok": ok, "workers": workers,
+    return {"mode": mode, "layers": "+".join(sandbox.layers), "python": sandbox.python, "units": len(rows), "ok": ok, "workers": workers,
             "units_per_s": round(len(rows) / wall, 1), "units_per_s_per_core": round(len(rows) / cpu, 1),
             "cpu_ms_per_unit": round(cpu / len(rows) * 1000, 1),
             "startup_cpu_ms": round(startup_cpu_ms(sandbox), 1) if not sandbox.bwrap else None}
@@ -90,14 +93,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--units", type=int, default=300)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--modes", default="bubblewrap,none")
+    parser.add_argument("--python", default=None, help="interpreter for mode none (default: this one)")
     args = parser.parse_args(argv)
     rows = unit_rows(args.units)
     print(f"{args.units} units, {args.workers} sandboxes at once, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}")
     for mode in args.modes.split(","):
         try:
-            print(json.dumps(measure(mode, rows, args.workers)))
-        except RuntimeError as err:  # bubblewrap required but unusable here
+            print(json.dumps(measure(mode, rows, args.workers, args.python)))
+        except UserError as err:  # the sandbox asked for cannot run here
             print(json.dumps({"mode": mode, "skipped": str(err)}))
 
 

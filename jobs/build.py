@@ -215,8 +215,25 @@ def _build_phase(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, t
     """One phase: plan from per-bin sums, select, order, cut into shard windows, pack and write. Returns
     the manifest and the phase's figures for report.json."""
     seed = cfg.build.seed
+    # Small rows (no text, no tokens) read four times (plan, held-out cut, positions, usage): computed once.
     bucketed = docs.select(*BUCKETED.names[:6]).mapInArrow(
-        _bucketize(phase, seed), from_arrow_schema(BUCKETED)).where(F.col("bucket").isNotNull())
+        _bucketize(phase, seed), from_arrow_schema(BUCKETED)).where(F.col("bucket").isNotNull()).persist()
+    try:
+        plan, sources, stats, figures = _select_and_pack(
+            cfg, stage, phase, docs, bucketed, tok, tmp, usage_uri)
+    finally:
+        bucketed.unpersist()
+    folder = posixpath.join(tmp, stage.name, phase.name)
+    manifest = _manifest(cfg, stage, phase, plan, stats, tok, sources, digest, first_step)
+    write_manifest(folder, manifest)
+    check_listing(folder)
+    return manifest, figures
+
+
+def _select_and_pack(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, bucketed: DataFrame,
+                     tok: TokenizerFiles, tmp: str, usage_uri: str):
+    """Plan the phase from per-bin sums of `bucketed`, then select, order, cut, pack and write."""
+    seed = cfg.build.seed
     bin_costs, totals, sources_by_bucket = {}, {}, {}
     for row in bucketed.groupBy("bucket", "source", "_bin").agg(F.sum("cost").alias("cost")).collect():
         key = (row["bucket"], row["_bin"])
@@ -236,11 +253,7 @@ def _build_phase(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, t
         figures = _phase_figures(phase, copies, stats, train_offset)
     finally:
         copies.unpersist()
-    folder = posixpath.join(tmp, stage.name, phase.name)
-    manifest = _manifest(cfg, stage, phase, plan, stats, tok, sources, digest, first_step)
-    write_manifest(folder, manifest)
-    check_listing(folder)
-    return manifest, figures
+    return plan, sources, stats, figures
 
 
 def _held_out_offsets(bucketed: DataFrame, cuts: dict[str, EvalCut]) -> dict[str, int]:

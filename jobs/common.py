@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import posixpath
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import fsspec
 import pyarrow as pa
@@ -77,56 +78,107 @@ def run_job(
     return JobResult(job, output.uri, False, ledger, time.perf_counter() - start)
 
 
-def write_parquet_table(df: DataFrame, uri: str, files: int, key: str = "id", row_group_rows: int = 8192) -> None:
+ROW_GROUP_ROWS = 8192
+LAYOUT = b"rnj.layout"
+"""Key of each part file's metadata saying how write_parquet_table laid the table out (see `_layout`)."""
+
+
+def write_parquet_table(df: DataFrame, uri: str, files: int, key: str = "id", row_group_rows: int = ROW_GROUP_ROWS) -> None:
     """Write `df` as exactly `files` Parquet files named part-00000.parquet ..., each sorted by `key`.
 
     Rows go to files by a hash of `key` and are sorted inside each file; each task then writes its file with
     pyarrow in fixed-size row groups. The bytes depend on the rows alone, not on how Spark partitioned them
     on the way (Spark's own Parquet writer varies the order of footer fields between runs). A retried task
-    rewrites the same bytes to the same name, so retries and speculation are harmless.
+    rewrites the same bytes to the same name, so retries and speculation are harmless. Each file's metadata
+    records the layout (`rnj.layout`), so a later job can map part to part without a shuffle
+    (`hash_bucketed_parts`).
     """
     schema = to_arrow_schema(df.schema)
     fs, path = fsspec.core.url_to_fs(uri)
     fs.makedirs(path, exist_ok=True)
     ordered = df.repartition(files, key).sortWithinPartitions(key)
-    writer = _partition_writer(uri, schema, row_group_rows)
+    writer = _partition_writer(uri, schema, row_group_rows, key, files)
     written = {row["part"] for row in ordered.mapInArrow(writer, "part int, rows long").collect()}
     for part in sorted(set(range(files)) - written):  # a hash bucket that received no rows
-        _write_part(uri, part, schema, [], row_group_rows)
+        write_part(uri, part, schema, [], key, files, row_group_rows)
 
 
-def _partition_writer(uri: str, schema: pa.Schema, row_group_rows: int):
+def _partition_writer(uri: str, schema: pa.Schema, row_group_rows: int, key: str, files: int):
     def write(batches):
         from pyspark import TaskContext
 
         part = TaskContext.get().partitionId()
-        rows = _write_part(uri, part, schema, batches, row_group_rows)
+        rows = write_part(uri, part, schema, batches, key, files, row_group_rows)
         yield pa.RecordBatch.from_pydict({"part": [part], "rows": [rows]},
                                          schema=pa.schema([("part", pa.int32()), ("rows", pa.int64())]))
 
     return write
 
 
-def _write_part(uri: str, part: int, schema: pa.Schema, batches, row_group_rows: int) -> int:
+def _layout(key: str, files: int, part: int) -> bytes:
+    """File `part` of `files` holds the rows whose Spark hash of `key` is `part` modulo `files`, sorted by `key`."""
+    return json.dumps({"key": key, "files": files, "part": part, "rows": "spark-hash-pmod, sorted"},
+                      sort_keys=True).encode()
+
+
+def part_name(part: int) -> str:
+    return f"part-{part:05d}.parquet"
+
+
+def write_part(uri: str, part: int, schema: pa.Schema, batches, key: str, files: int,
+               row_group_rows: int = ROW_GROUP_ROWS) -> int:
+    """Write file `part` of a table laid out as write_parquet_table does (rows of that hash bucket, already
+    sorted by `key`); returns the rows written. The row groups are fixed, whatever the batches' sizes."""
     fs, path = fsspec.core.url_to_fs(uri)
+    schema = schema.with_metadata({LAYOUT: _layout(key, files, part)})
+    fs.makedirs(path, exist_ok=True)
     rows = 0
-    with fs.open(posixpath.join(path, f"part-{part:05d}.parquet"), "wb") as f:
-        with pq.ParquetWriter(f, schema, compression="zstd") as out:
-            pending: list[pa.RecordBatch] = []
-            pending_rows = 0
-            for batch in batches:
-                pending.append(batch.cast(schema) if batch.schema != schema else batch)
-                pending_rows += batch.num_rows
-                while pending_rows >= row_group_rows:  # fixed row groups: independent of Arrow batch sizes
-                    table = pa.Table.from_batches(pending, schema)
-                    out.write_table(table.slice(0, row_group_rows), row_group_size=row_group_rows)
-                    rest = table.slice(row_group_rows)
-                    pending, pending_rows = rest.to_batches(), rest.num_rows
-                    rows += row_group_rows
-            if pending_rows or rows == 0:
-                out.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
-                rows += pending_rows
+    with fs.open(posixpath.join(path, part_name(part)), "wb") as f, \
+            pq.ParquetWriter(f, schema, compression="zstd") as out:
+        pending: list[pa.RecordBatch] = []
+        pending_rows = 0
+        for batch in batches:
+            pending.append(batch.cast(schema) if batch.schema != schema else batch)
+            pending_rows += batch.num_rows
+            while pending_rows >= row_group_rows:  # fixed row groups: independent of Arrow batch sizes
+                table = pa.Table.from_batches(pending, schema)
+                out.write_table(table.slice(0, row_group_rows), row_group_size=row_group_rows)
+                rest = table.slice(row_group_rows)
+                pending, pending_rows = rest.to_batches(), rest.num_rows
+                rows += row_group_rows
+        if pending_rows or rows == 0:
+            out.write_table(pa.Table.from_batches(pending, schema), row_group_size=row_group_rows)
+            rows += pending_rows
     return rows
+
+
+def hash_bucketed_parts(uri: str, files: int, key: str = "id") -> list[str] | None:
+    """The URIs of part 0 .. files-1 of the table at `uri` when write_parquet_table wrote it with `files`
+    files by `key` (every file's metadata says so), else None (written otherwise: the caller must shuffle).
+
+    Such a table can be mapped file to file into another one with the same layout, with no shuffle: each
+    output file gets the same rows in the same order as write_parquet_table would give it.
+    """
+    fs, path = fsspec.core.url_to_fs(uri)
+    names = sorted(posixpath.basename(p) for p in fs.ls(path, detail=False)
+                   if p.endswith(".parquet") and not posixpath.basename(p).startswith(("_", ".")))
+    if names != [part_name(i) for i in range(files)]:
+        return None
+    for part, name in enumerate(names):
+        with fs.open(posixpath.join(path, name), "rb") as f:
+            metadata = pq.read_metadata(f).metadata or {}
+        if metadata.get(LAYOUT) != _layout(key, files, part):
+            return None
+    return [fs.unstrip_protocol(posixpath.join(path, name)) for name in names]
+
+
+def map_parts(spark: SparkSession, uris: list[str], function, schema: pa.Schema) -> DataFrame:
+    """One Spark task per URI (no shuffle): `function` gets batches of (part int, uri string) rows, one row
+    per task, and yields batches of `schema`."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    rows = spark.sparkContext.parallelize(list(enumerate(uris)), max(1, len(uris)))
+    return spark.createDataFrame(rows, "part int, uri string").mapInArrow(function, from_arrow_schema(schema))
 
 
 DOCUMENT_INPUTS: dict[str, tuple[str, ...]] = {

@@ -145,7 +145,7 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
     near, near_report, persisted = _near_round(alive, cfg, bands, rows, checkpoint_dir)
     status = _cluster_status(feats, near).persist(StorageLevel.MEMORY_AND_DISK)
 
-    counts = status.groupBy("source", "reason").count().collect()
+    counts, cluster_sizes = _tallies(status, cfg.sample_clusters)
     by_reason: dict = {}
     for r in counts:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["count"]
@@ -156,7 +156,7 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
         EXACT: {"enabled": cfg.exact.enabled, "in": total, "out": after_exact, "dropped": total - after_exact},
         NEAR: {**near_report, "in": after_exact, "out": after_near, "dropped": after_exact - after_near},
     }}
-    _add_cluster_reports(report, status, cfg.sample_clusters)
+    _add_cluster_reports(report, cluster_sizes, cfg.sample_clusters)
 
     boilerplate, top_hashes, threshold = _boilerplate_lines(status, cfg, after_near)
     eval_ngrams, eval_sets = (load_eval_ngrams(cfg.decontaminate) if cfg.decontaminate.enabled
@@ -472,25 +472,36 @@ def _cluster_status(feats: DataFrame, near: DataFrame) -> DataFrame:
                        F.when(clustered, round_).alias("round"), "line_hashes")
 
 
-def _add_cluster_reports(report: dict, status: DataFrame, sample: int) -> None:
-    """Per round: clusters, their size histogram and the largest few with their smallest member ids."""
+def _tallies(status: DataFrame, sample: int) -> tuple[list, list]:
+    """One Spark job for the ledger and the cluster reports: ((source, reason, count) rows, and per round
+    and cluster size (near, size, count, first) rows where `first` holds the `sample` clusters of that
+    size with the smallest ids, each with its smallest member ids)."""
+    counts = status.groupBy("source", "reason").count()
     clusters = status.where(F.col("cluster_id").isNotNull()).groupBy("cluster_id").agg(
         F.count("*").alias("size"), F.max((F.col("round") == NEAR).cast("int")).alias("near"),
         F.min_by("id", "id", SAMPLE_MEMBERS).alias("members"))
-    histogram = clusters.groupBy("near", "size").count().collect()
-    top = clusters.groupBy("near").agg(
-        F.min_by(F.struct("cluster_id", "size", "members"), F.struct(-F.col("size"), F.col("cluster_id")),
-                 max(sample, 1)).alias("top")).collect()
+    sizes = clusters.groupBy("near", "size").agg(
+        F.count("*").alias("count"),
+        F.min_by(F.struct("cluster_id", "members"), F.col("cluster_id"), max(sample, 1)).alias("first"))
+    rows = counts.withColumn("tally", F.lit("reasons")).unionByName(
+        sizes.withColumn("tally", F.lit("clusters")), allowMissingColumns=True).collect()
+    return ([r for r in rows if r["tally"] == "reasons"], [r for r in rows if r["tally"] == "clusters"])
+
+
+def _add_cluster_reports(report: dict, cluster_sizes: list, sample: int) -> None:
+    """Per round: clusters, their size histogram and the largest few (ties: smallest cluster id first) with
+    their smallest member ids."""
     for name, flag in ((EXACT, 0), (NEAR, 1)):
-        sizes = {r["size"]: r["count"] for r in histogram if r["near"] == flag}
-        chosen = next((r["top"] for r in top if r["near"] == flag), [])[:sample]
+        rows = sorted((r for r in cluster_sizes if r["near"] == flag), key=lambda r: -r["size"])
+        sizes = {r["size"]: r["count"] for r in rows}
+        chosen = [(r["size"], c) for r in rows for c in sorted(r["first"], key=lambda c: c["cluster_id"])][:sample]
         round_report = report["rounds"][name]
         round_report["clusters"] = sum(sizes.values())
         round_report["cluster_sizes"] = size_histogram(sizes)
         round_report["cluster_size_counts"] = {str(k): sizes[k] for k in sorted(sizes)}
         round_report["sample_clusters"] = [
-            {"cluster_id": c["cluster_id"], "size": c["size"], "kept": c["cluster_id"], "members": sorted(c["members"])}
-            for c in chosen]
+            {"cluster_id": c["cluster_id"], "size": size, "kept": c["cluster_id"], "members": sorted(c["members"])}
+            for size, c in chosen]
 
 
 # ---------------------------------------------------------------------------------------------- rewrite
@@ -544,7 +555,9 @@ def _add_rewrite_reports(report, stats: RewriteStats, cfg, boilerplate_lines, th
     report["rounds"][DECONTAMINATE] = {
         "enabled": cfg.decontaminate.enabled, "in": after, "out": after - dropped_contaminated,
         "dropped": dropped_contaminated, "action": cfg.decontaminate.action, "ngram": cfg.decontaminate.ngram,
-        "min_item_fraction": cfg.decontaminate.min_item_fraction,
+        "min_ngrams": cfg.decontaminate.min_ngrams, "min_item_fraction": cfg.decontaminate.min_item_fraction,
+        "min_content_words": cfg.decontaminate.min_content_words,
+        "common_word_share": cfg.decontaminate.common_word_share, "template_items": cfg.decontaminate.template_items,
         "eval_sets": [asdict(s) for s in eval_sets],
         "matched_documents": stats.hit, "spans_removed": stats.spans if cfg.decontaminate.action == "remove_span" else 0,
         "sample_dropped": stats.contaminated_sample,

@@ -43,12 +43,11 @@ def _ingest(spark: SparkSession, cfg: BuildConfig, listing: dict[str, list[Sourc
     files = spark.createDataFrame(tasks, "source string, uri string")
     files = files.repartition(max(1, min(len(tasks), spark.sparkContext.defaultParallelism * 4)))
     sources = {source.name: source for source in cfg.sources}
-    rows = files.mapInArrow(_read_files(sources, cfg.ingest), from_arrow_schema(INGEST_SCHEMA))
-    rows = _resolve_duplicate_ids(rows).persist()
+    rows = files.mapInArrow(_read_files(sources, cfg.ingest), from_arrow_schema(INGEST_SCHEMA)).persist()
     try:
-        ledger = _count(rows)
+        ledger = _count(rows)  # renaming duplicate ids changes no count
         _check_records(cfg, ledger)
-        documents = rows.where(F.col("status") == OK).select(*DOCUMENT_COLUMNS)
+        documents = _resolve_duplicate_ids(rows.where(F.col("status") == OK)).select(*DOCUMENT_COLUMNS)
         write_parquet_table(documents, f"{tmp}/documents", cfg.build.output_files)
         quarantine = rows.where(F.col("status") == QUARANTINED).select("id", "source", "uri", "reason", "raw")
         write_parquet_table(quarantine, f"{tmp}/quarantine", 1, key="uri")
@@ -68,14 +67,19 @@ def _read_files(sources: dict[str, SourceConfig], cfg: IngestConfig):
     return read
 
 
-def _resolve_duplicate_ids(rows: DataFrame) -> DataFrame:
-    """pipeline.ingest.resolve_duplicate_ids' rule as a window: the n-th other holder of an id gets `id~n`."""
-    order = Window.partitionBy("id").orderBy("content_hash", "uri")
-    rank = F.row_number().over(order) - 1
-    good = rows.where(F.col("status") == OK).withColumn(
+def _resolve_duplicate_ids(good: DataFrame) -> DataFrame:
+    """pipeline.ingest.resolve_duplicate_ids' rule: the n-th other holder of an id gets `id~n`.
+
+    Only the documents whose id is shared go through the window (and its shuffle); the shared ids are found
+    on the id column alone and broadcast, so the text of every other document is never shuffled here.
+    """
+    shared = good.groupBy("id").count().where(F.col("count") > 1).select("id", F.lit(True).alias("_shared"))
+    flagged = good.join(F.broadcast(shared), "id", "left")
+    rank = F.row_number().over(Window.partitionBy("id").orderBy("content_hash", "uri")) - 1
+    renamed = flagged.where(F.col("_shared")).withColumn(
         "id", F.when(rank == 0, F.col("id")).otherwise(F.concat(F.col("id"), F.lit("~"), rank.cast("string")))
     )
-    return good.unionByName(rows.where(F.col("status") != OK))
+    return renamed.unionByName(flagged.where(F.col("_shared").isNull())).drop("_shared")
 
 
 def _count(rows: DataFrame) -> Ledger:

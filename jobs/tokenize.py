@@ -26,19 +26,24 @@ import json
 import posixpath
 
 import fsspec
+import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from jobs.common import (
     JobResult,
+    hash_bucketed_parts,
     input_hash,
     job_main,
+    map_parts,
     read_upstream_documents,
     run_job,
     upstream_jobs,
     write_parquet_table,
+    write_part,
 )
+from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig, TokenizerConfig
 from pipeline.ledger import Ledger
 from tokenizer.encode import tokenize_batch, tokenized_schema
@@ -50,7 +55,7 @@ from tokenizer.files import (
     save_tokenizer,
     sha256_bytes,
 )
-from tokenizer.report import NO_DOMAIN, DomainCount, bytes_per_token
+from tokenizer.report import NO_DOMAIN, TALLY_SCHEMA, DomainCount, bytes_per_token, merge_tallies, tally
 from tokenizer.sample import KEY_HEX_DIGITS, domain_targets, sampling_probabilities
 from tokenizer.specials import special_token_layout
 from tokenizer.train import train_tokenizer
@@ -78,14 +83,43 @@ def _tokenize(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
     else:
         trained, sample = _train_on_sample(docs, cfg.tokenizer, cfg.build.seed)
         sha = save_tokenizer(trained, folder, cfg.tokenizer)
-    tokenized = encode_documents(docs, posixpath.join(folder, TOKENIZER_FILE), sha, cfg.tokenizer)
-    write_parquet_table(tokenized, f"{tmp}/documents", cfg.build.output_files)
-    written = spark.read.parquet(f"{tmp}/documents")
-    ledger = _count(written, sha)
-    report = _report(written, cfg, folder, sha, sample)
+    tokenizer_uri = posixpath.join(folder, TOKENIZER_FILE)
+    tokenized = encode_documents(docs, tokenizer_uri, sha, cfg.tokenizer)
+    (upstream,) = upstream_jobs(cfg, JOB)
+    parts = hash_bucketed_parts(JobOutput(cfg.build.output, upstream).child("documents"), cfg.build.output_files)
+    if parts is None:  # laid out otherwise (written by hand, or by an older rnj): encode, shuffle, write
+        write_parquet_table(tokenized, f"{tmp}/documents", cfg.build.output_files)
+        tallies = _tally_written(spark.read.parquet(f"{tmp}/documents"), cfg.build.seed, cfg.tokenizer.heldout_fraction)
+    else:  # part to part, one task each: the same files, without moving a token through the JVM
+        schema = to_arrow_schema(tokenized.schema)
+        encoder = _part_encoder(tokenizer_uri, sha, cfg, schema, f"{tmp}/documents")
+        tallies = [r.asDict() for r in map_parts(spark, parts, encoder, TALLY_SCHEMA).collect()]
+    tallies = merge_tallies(tallies)
     with fsspec.open(posixpath.join(tmp, "report.json"), "w") as f:
-        f.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    return ledger
+        f.write(json.dumps(_report(tallies, cfg, folder, sha, sample), indent=2, ensure_ascii=False) + "\n")
+    return _ledger(tallies, sha)
+
+
+def _part_encoder(tokenizer_uri: str, sha256: str, cfg: BuildConfig, schema, out_uri: str):
+    """The mapInArrow function of the part-to-part path: (part, uri) in; that part tokenized and written
+    to `out_uri` under the same name; its tallies out."""
+    tokenizer_cfg, files = cfg.tokenizer, cfg.build.output_files
+    seed, heldout_fraction = cfg.build.seed, cfg.tokenizer.heldout_fraction
+
+    def encode(tasks):
+        os.environ["TOKENIZERS_PARALLELISM"] = "false"  # one task per core already (see _encoder)
+        tok = load_tokenizer(tokenizer_uri, tokenizer_cfg, expect_sha256=sha256)
+        for task in tasks:
+            for part, uri in zip(task.column("part").to_pylist(), task.column("uri").to_pylist()):
+                tallies: list = []
+                with fsspec.open(uri, "rb") as f:
+                    batches = pq.ParquetFile(f).iter_batches(batch_size=tokenizer_cfg.batch_documents)
+                    encoded = _encoded(tok, batches, tokenizer_cfg.batch_documents, tallies, seed, heldout_fraction)
+                    write_part(out_uri, part, schema, encoded, "id", files)
+                for sums in tallies:
+                    yield from sums.to_batches()
+
+    return encode
 
 
 def sample_key(seed: int) -> Column:
@@ -152,28 +186,40 @@ def _encoder(tokenizer_uri: str, sha256: str, cfg: TokenizerConfig):
     return encode
 
 
-def _count(written: DataFrame, sha256: str) -> Ledger:
-    ledger = Ledger(job=JOB)
-    rows = written.groupBy("source").agg(F.count("*").alias("n"), F.sum("num_tokens").alias("tokens")).collect()
-    for row in sorted(rows, key=lambda r: r["source"]):
-        ledger.add(row["source"], "written", None, row["n"])
-    ledger.extra = {"tokenizer_sha256": sha256, "tokens": int(sum(r["tokens"] or 0 for r in rows))}
-    return ledger
+def _encoded(tok, batches, batch_documents: int, tallies: list, seed: int, heldout_fraction: float):
+    """`batches` tokenized; the tallies of each appended to `tallies` on the way."""
+    for batch in batches:
+        out = tokenize_batch(tok, batch, batch_documents)
+        tallies.append(tally(out, seed, heldout_fraction))
+        yield out
 
 
-def _report(written: DataFrame, cfg: BuildConfig, folder: str, sha256: str, sample: dict) -> dict:
-    heldout = (sample_key(cfg.build.seed) < cfg.tokenizer.heldout_fraction).alias("heldout")
-    rows = written.groupBy(_domain().alias("domain"), heldout).agg(
+def _tally_written(written: DataFrame, seed: int, heldout_fraction: float) -> list[dict]:
+    """TALLY_SCHEMA rows of a written table, in one Spark job."""
+    heldout = (sample_key(seed) < heldout_fraction).alias("heldout")
+    rows = written.groupBy("source", _domain().alias("domain"), heldout).agg(
         F.count("*").alias("documents"), F.sum(F.octet_length("text")).alias("bytes"),
         F.sum("num_tokens").alias("tokens"),
     ).collect()
-    counts = [(r["heldout"], DomainCount(r["domain"], r["documents"], r["bytes"] or 0, r["tokens"] or 0)) for r in rows]
+    return [r.asDict() for r in rows]
+
+
+def _ledger(tallies: list[dict], sha256: str) -> Ledger:
+    ledger = Ledger(job=JOB)
+    for source in sorted({t["source"] for t in tallies}):
+        ledger.add(source, "written", None, sum(t["documents"] for t in tallies if t["source"] == source))
+    ledger.extra = {"tokenizer_sha256": sha256, "tokens": int(sum(t["tokens"] for t in tallies))}
+    return ledger
+
+
+def _report(tallies: list[dict], cfg: BuildConfig, folder: str, sha256: str, sample: dict) -> dict:
+    counts = [(t["heldout"], DomainCount(t["domain"], t["documents"], t["bytes"], t["tokens"])) for t in tallies]
     tok = load_tokenizer(folder, cfg.tokenizer, expect_sha256=sha256)
     return {
         "tokenizer": _describe(tok, cfg.tokenizer),
         "sample": sample or None,
         "heldout_fraction": cfg.tokenizer.heldout_fraction,
-        "heldout": bytes_per_token([c for h, c in counts if h]),
+        "heldout": bytes_per_token(_merge([c for h, c in counts if h])),
         "all_documents": bytes_per_token(_merge([c for _, c in counts])),
     }
 

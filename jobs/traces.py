@@ -6,7 +6,9 @@
 Units come from `[traces] units_uris` (JSONL), `script_uris` (standalone scripts) and, with `doctests`, the
 doctests of the ingest output's Python documents. Writes `OUTPUT/traces/documents/` (DOCUMENT_SCHEMA, domain
 `trace`, one document per unit that ran to the end), `OUTPUT/traces/sft/` (id, trace_id, kind, prompt,
-response), `report.json` (statuses, sandbox layers) and `_LEDGER.json`, which counts units: every one is
+response), `OUTPUT/traces/status/` (one row per unit: id, origin, status, reason, sandbox_mode,
+seconds; `rnj traces check BUILD` summarises it), `report.json` (statuses, sandbox layers and modes) and
+`_LEDGER.json`, which counts units: every one is
 written or dropped with its status (`timeout`, `memory`, `forbidden`, `crashed`, `error`) or `invalid_unit`,
 `duplicate_id`, `too_large` as the reason. Units are the unit of parallelism; each task runs a small pool of
 sandboxes (`[traces] workers`). docs/traces.md describes the format and the sandbox.
@@ -31,6 +33,7 @@ from pipeline.traces.config import TracesConfig
 from pipeline.traces.generate import (
     DUPLICATE_ID,
     SFT_SCHEMA,
+    STATUS_SCHEMA,
     TRACE_SCHEMA,
     UNIT_SCHEMA,
     list_files,
@@ -46,6 +49,9 @@ JOB = "traces"
 def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
     if not cfg.traces.enabled:
         raise RuntimeError(f"{cfg.path}: [traces] is not enabled; set enabled = true to generate traces")
+    from pipeline.traces.sandbox import Sandbox
+
+    Sandbox(cfg.traces)  # fails here, with the reason and the fix, when the sandbox asked for cannot run
     upstream = ("ingest",) if cfg.traces.doctests else ()
     digest = input_hash(cfg, JOB, ("traces",), upstream=upstream)
     return run_job(cfg, JOB, digest, lambda tmp: _traces(spark, cfg, tmp), force=force)
@@ -60,6 +66,8 @@ def _traces(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
         ledger, report = _count(rows)
         documents = rows.where(F.col("status") == "ok").select(*DOCUMENT_COLUMNS)
         write_parquet_table(documents, f"{tmp}/documents", cfg.build.output_files)
+        status = rows.withColumnRenamed("detail", "reason").select(*STATUS_SCHEMA.names)
+        write_parquet_table(status, f"{tmp}/status", cfg.build.output_files)
         sft = rows.select(F.col("id").alias("trace_id"), F.explode("sft").alias("e")).select(
             F.concat(F.col("trace_id"), F.lit("#"), F.col("e.kind")).alias("id"), "trace_id",
             F.col("e.kind").alias("kind"), F.col("e.prompt").alias("prompt"), F.col("e.response").alias("response"))
@@ -156,9 +164,12 @@ def _count(rows: DataFrame) -> tuple[Ledger, dict]:
         ok = row["status"] == "ok"
         ledger.add(row["origin"], "written" if ok else "dropped", None if ok else row["status"], row["count"])
         statuses[row["status"]] = statuses.get(row["status"], 0) + row["count"]
-    layers = rows.where(F.col("meta")["sandbox"].isNotNull()).groupBy(F.col("meta")["sandbox"].alias("layers")).count()
+    ran = rows.where(F.col("meta")["sandbox"].isNotNull())
+    layers = ran.groupBy(F.col("meta")["sandbox"].alias("layers")).count().collect()
+    modes = ran.groupBy(F.col("meta")["sandbox_mode"].alias("mode")).count().collect()
     return ledger, {"statuses": dict(sorted(statuses.items())),
-                    "sandbox_layers": {r["layers"]: r["count"] for r in layers.collect()}}
+                    "sandbox_layers": {r["layers"]: r["count"] for r in layers},
+                    "sandbox_modes": {r["mode"]: r["count"] for r in modes}}
 
 
 def main(argv: list[str] | None = None) -> None:

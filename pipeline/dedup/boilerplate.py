@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.dedup.config import BoilerplateConfig
-from pipeline.dedup.normalize import blank_to_space, collapse_spaces, plain
+from pipeline.dedup.normalize import collapsed_blanks, plain
 
 _COMMENT = r"^(#|//|/\*|\*|<!--|--|;)"
 LINE_SEED = 0x5EED_11E5
@@ -48,9 +48,8 @@ def split_lines(texts) -> tuple[np.ndarray, pa.Array]:
 
 def normal_lines(texts, code: np.ndarray, lowercase_prose: bool) -> tuple[np.ndarray, pa.Array]:
     """(document of each line, the line in normal form), lines in the order `split_lines` gives them."""
-    spaced = blank_to_space(comparable(texts, code, lowercase_prose), keep_newlines=True)
-    doc, lines = split_lines(spaced)
-    return doc, collapse_spaces(lines)
+    # Collapsing the whole text equals collapsing each line: a run of spaces next to a newline goes either way.
+    return split_lines(collapsed_blanks(comparable(texts, code, lowercase_prose), keep_newlines=True))
 
 
 def line_hash(lines: pa.Array) -> np.ndarray:
@@ -61,7 +60,12 @@ def line_hash(lines: pa.Array) -> np.ndarray:
 def candidate_lines(texts, code: np.ndarray, cfg: BoilerplateConfig,
                     lowercase_prose: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(document, hash of the normal form, may-be-boilerplate) for every line of every text."""
-    doc, lines = normal_lines(texts, code, lowercase_prose)
+    return lines_as_candidates(*normal_lines(texts, code, lowercase_prose), code, cfg)
+
+
+def lines_as_candidates(doc: np.ndarray, lines: pa.Array, code: np.ndarray,
+                        cfg: BoilerplateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`candidate_lines` of lines already in normal form (`normal_lines`)."""
     ok = np.asarray(pc.greater_equal(pc.utf8_length(lines), cfg.min_line_chars).to_numpy(zero_copy_only=False))
     if cfg.code_comment_lines_only and code.any():
         in_code = code[doc] & ok

@@ -151,13 +151,26 @@ class DecontaminateConfig:
     """JSONL files (plain, .gz or .zst) of evaluation items; relative paths resolve against the build file."""
     text_field: str = "text"
     """Field of each evaluation record that holds its text."""
-    ngram: int = 13
-    """Overlap unit, in normalised words: 13-grams, as in GPT-3's and Llama's contamination studies, are
-    long enough that common phrases never match and short enough to catch a pasted problem."""
+    ngram: int = 10
+    """Overlap unit, in words once names are set aside (docs/dedup.md): long enough that unrelated text
+    never shares one by chance, short enough to fit between a renamed copy's changes."""
+    min_ngrams: int = 5
+    """A document contains an item when it holds this many of the item's evidence n-grams (all of them if
+    the item has fewer): 14 words in a row, which a pasted prompt, a partial copy or a renamed copy keeps
+    (an n-gram that k items share counts 1/k)..."""
     min_item_fraction: float = 0.5
-    """A document is contaminated by an evaluation item when it holds at least this share of the item's
-    n-grams; 0 means any single shared n-gram. Templated data (generated maths, forms) shares stock
-    13-word phrases across unrelated items; a pasted item shares nearly all of its n-grams."""
+    """...or this share of all the item's n-grams, evidence or not, and `min_ngrams` at least: a copy of a
+    generated problem made of template words and small numbers, where no single n-gram is evidence; 0
+    turns this second rule off."""
+    min_content_words: int = 1
+    """An n-gram is evidence only when it holds this many content words: not Python keywords, builtins,
+    common methods, English function words or single characters, the idioms every program shares."""
+    common_word_share: float = 0.05
+    """A word found in this share of the evaluation items is no content word either (a template's words,
+    a code set's usual names), unless fewer than `template_items` items hold it."""
+    template_items: int = 3
+    """An n-gram found in this many evaluation items or more is a template's stock phrase (generated
+    problems share them), not evidence of any one item."""
     action: Literal["drop", "remove_span"] = "drop"
     """`drop`: drop a matching document (`contaminated`); `remove_span`: cut the matching words out and
     keep the rest (dropped as `contaminated` only if less than `min_chars_after` remains)."""
@@ -167,6 +180,11 @@ class DecontaminateConfig:
     def __post_init__(self) -> None:
         require(self.ngram >= 1, "decontaminate.ngram must be at least 1")
         require(0 <= self.min_item_fraction <= 1, "decontaminate.min_item_fraction must lie in [0, 1]")
+        require(self.min_ngrams >= 1, "decontaminate.min_ngrams must be at least 1")
+        require(0 <= self.min_content_words <= self.ngram,
+                "decontaminate.min_content_words must lie between 0 and decontaminate.ngram")
+        require(0 < self.common_word_share <= 1, "decontaminate.common_word_share must lie in (0, 1]")
+        require(self.template_items >= 2, "decontaminate.template_items must be at least 2")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,8 +1,9 @@
 """Per-document dedup features in one pass over a batch: exact key, MinHash signature, LSH band keys and
 the hashes of lines that may be boilerplate. What the Spark job shuffles is these, never the text.
 
-Everything is computed over the whole batch at once (Arrow kernels, numpy over the text buffer, polars'
-string hash): no Python runs per document.
+Everything is computed over the whole batch at once (compiled kernels over the text buffer, Arrow
+kernels, polars' string hash): no Python runs per document. `pipeline.dedup.kernels` says which numpy
+functions each kernel replaces; the tests hold the kernels to them.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.boilerplate import candidate_lines, comparable
+from pipeline.dedup.boilerplate import comparable, lines_as_candidates, split_lines
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.minhash import band_keys, signatures
-from pipeline.dedup.normalize import blank_to_space, code_tokens_of, collapse_spaces, plain, prose_tokens
-from pipeline.dedup.shingles import Shingles, shingle_hashes
+from pipeline.dedup.minhash import band_keys, compiled_signatures
+from pipeline.dedup.normalize import collapsed_blanks, line_and_exact_forms, plain
+from pipeline.dedup.shingles import Shingles, code_shingles, prose_shingles
 
 FEATURE_COLUMNS = [
     pa.field("exact_key", pa.binary()),
@@ -39,7 +40,11 @@ def is_code(domains: pa.Array, code_domains: tuple[str, ...]) -> np.ndarray:
 def exact_keys(texts: pa.Array, code: np.ndarray, lowercase_prose: bool) -> np.ndarray:
     """(documents, 2) uint64: a 128-bit hash of each text's exact form (whitespace runs collapsed, ends
     trimmed, prose lowercased when asked; code keeps its case)."""
-    form = collapse_spaces(blank_to_space(comparable(texts, code, lowercase_prose), keep_newlines=False))
+    return exact_keys_of_form(collapsed_blanks(comparable(texts, code, lowercase_prose), keep_newlines=False))
+
+
+def exact_keys_of_form(form: pa.Array) -> np.ndarray:
+    """`exact_keys` of texts already in exact form."""
     series = pl.Series(form)
     return np.stack([series.hash(seed).to_numpy() for seed in EXACT_SEEDS], axis=1).astype(np.uint64, copy=False)
 
@@ -82,9 +87,9 @@ def shingle_kinds(domains: pa.Array, cfg: DedupConfig) -> np.ndarray:
 def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> Shingles:
     """Shingle hashes of every document: prose as words, code as tokens, each with its own n."""
     makers = {
-        PROSE: lambda t: shingle_hashes(prose_tokens(t), cfg.near.prose_ngram),
-        NUMERIC: lambda t: shingle_hashes(prose_tokens(t, map_digits=False), cfg.near.prose_ngram),
-        CODE: lambda t: shingle_hashes(code_tokens_of(t), cfg.near.code_ngram),
+        PROSE: lambda t: prose_shingles(t, cfg.near.prose_ngram),
+        NUMERIC: lambda t: prose_shingles(t, cfg.near.prose_ngram, map_digits=False),
+        CODE: lambda t: code_shingles(t, cfg.near.code_ngram),
     }
     present = [kind for kind in makers if (kinds == kind).any()]
     if len(present) == 1:
@@ -108,18 +113,21 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     code = kinds == CODE
     shingles = document_shingles(texts, kinds, cfg)
     counts = shingles.counts()
-    sigs = signatures(shingles.doc, shingles.hash32, len(texts), cfg.near.num_perm, cfg.near.seed)
+    sigs = compiled_signatures(shingles.doc, shingles.hash32, len(texts), cfg.near.num_perm, cfg.near.seed)
     keys = band_keys(sigs, bands, rows)
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
     band_values = pa.array(keys[eligible].reshape(-1), pa.int64())
+    compared = comparable(texts, code, cfg.exact.lowercase_prose)
     if cfg.boilerplate.enabled:
-        line_doc, line_hash, line_ok = candidate_lines(texts, code, cfg.boilerplate, cfg.exact.lowercase_prose)
+        line_form, exact_form = line_and_exact_forms(compared)  # one pass over the bytes for both
+        line_doc, line_hash, line_ok = lines_as_candidates(*split_lines(line_form), code, cfg.boilerplate)
         line_lists = _distinct_lists(line_doc[line_ok], line_hash[line_ok], len(texts))
     else:
+        exact_form = collapsed_blanks(compared, keep_newlines=False)
         line_lists = _distinct_lists(np.zeros(0, np.int64), np.zeros(0, np.uint64), len(texts))
     columns = [batch.column(name) for name in passthrough] + [
-        binary_rows(exact_keys(texts, code, cfg.exact.lowercase_prose)),
+        binary_rows(exact_keys_of_form(exact_form)),
         pa.array(counts.astype(np.int64)),
         binary_rows(sigs),
         pa.ListArray.from_arrays(pa.array(band_offsets), band_values),

@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from pipeline.dedup.kernels import minhash_kernel
+
 EMPTY = np.uint32(0xFFFFFFFF)
 """The value of every slot of an empty signature (datasketch's initial hash values)."""
 ROWS_PER_CHUNK = 16_384
@@ -59,6 +61,14 @@ def signatures(doc: np.ndarray, hash32: np.ndarray, num_docs: int, num_perm: int
         owners = d[cuts]
         out[:, owners] = np.minimum(out[:, owners], np.minimum.reduceat(m, cuts, axis=1))
     return np.ascontiguousarray(out.T)
+
+
+def compiled_signatures(doc: np.ndarray, hash32: np.ndarray, num_docs: int, num_perm: int,
+                        seed: int) -> np.ndarray:
+    """`signatures` by the compiled kernel (`doc` ascending): the same (num_docs, num_perm) uint32."""
+    a, b = permutations(num_perm, seed)
+    return minhash_kernel(doc.astype(np.int64, copy=False), hash32.astype(np.uint32, copy=False),
+                          np.int64(num_docs), a, b)
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:

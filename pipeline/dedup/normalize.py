@@ -26,6 +26,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.dedup.kernels import collapse_kernel
+
 _SPACE = ord(" ")
 _CODE_MARK = r"([^\p{L}\p{M}\p{N}_\s\p{Z}\x0b])"
 _SPACE_RUN = r"[\s\p{Z}\x0b]+"
@@ -133,29 +135,50 @@ def _unicode_first(texts: pa.Array, rewrite) -> pa.Array:
     return pc.if_else(ascii_docs, texts, others)
 
 
+def prose_bytes(texts, map_digits: bool = True,
+                join_underscores: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(offsets, bytes, table) of the texts ready for the prose tokeniser: the words are the runs of bytes
+    whose `table` value is not a space, read through `table`. Non-ASCII texts are lowercased first and the
+    bytes of their non-ASCII spaces and marks set to spaces (the table keeps the other non-ASCII bytes)."""
+    texts = plain(texts)
+    offsets, data = string_buffers(texts)
+    if bool((data >= 0x80).any()):
+        offsets, data = string_buffers(pc.utf8_lower(texts))
+        separators = non_ascii_bytes_of(data, (SPACE, MARK))
+        if len(separators):
+            data = data.copy()
+            data[separators] = _SPACE
+    return offsets, data, _prose_table(map_digits, join_underscores)
+
+
 def prose_tokens(texts, map_digits: bool = True, join_underscores: bool = False) -> Tokens:
     """The words of each text (see the module docstring). Only ASCII digits are mapped to `0`: a non-ASCII
     digit stays a letter of its word."""
-    texts = plain(texts)
-    offsets, data = string_buffers(texts)
-    unicode = bool((data >= 0x80).any())
-    if unicode:
-        offsets, data = string_buffers(pc.utf8_lower(texts))
-    mapped = _prose_table(map_digits, join_underscores)[data]
-    if unicode:
-        mapped[non_ascii_bytes_of(data, (SPACE, MARK))] = _SPACE
+    offsets, data, table = prose_bytes(texts, map_digits, join_underscores)
+    mapped = table[data]
     word = mapped != _SPACE
     return _bounds(offsets, mapped, word, word)
 
 
-def code_tokens_of(texts) -> Tokens:
-    """The code tokens of each text (see the module docstring)."""
+def code_bytes(texts) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of the texts ready for the code tokeniser: non-ASCII texts rewritten by RE2 so that
+    each non-ASCII mark stands between spaces and every run of Unicode whitespace is one space."""
 
     def unicode(t: pa.Array) -> pa.Array:
         t = pc.replace_substring_regex(t, _CODE_MARK, r" \1 ")
         return pc.replace_substring_regex(t, _SPACE_RUN, " ")
 
-    offsets, data = string_buffers(_unicode_first(plain(texts), unicode))
+    return string_buffers(_unicode_first(plain(texts), unicode))
+
+
+def code_classes() -> tuple[np.ndarray, np.ndarray]:
+    """(byte is part of a code token, byte glues to a neighbouring glue byte), each indexed by byte."""
+    return _code_classes()
+
+
+def code_tokens_of(texts) -> Tokens:
+    """The code tokens of each text (see the module docstring)."""
+    offsets, data = code_bytes(texts)
     token, glue = _code_classes()
     return _bounds(offsets, data, token[data], glue[data])
 
@@ -256,6 +279,37 @@ def collapse_spaces(texts: pa.Array) -> pa.Array:
     drop[firsts[keep_run]] = False
     offsets, data = _compact(offsets, data, drop)
     return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data))
+
+
+def collapsed_blanks(texts, keep_newlines: bool) -> pa.Array:
+    """`collapse_spaces(blank_to_space(texts, keep_newlines))` in one compiled pass over the bytes."""
+    return _collapsed(texts, (keep_newlines,))[0]
+
+
+def line_and_exact_forms(texts) -> tuple[pa.Array, pa.Array]:
+    """(`collapsed_blanks(texts, True)`, `collapsed_blanks(texts, False)`) in one pass over the bytes."""
+    lines, exact = _collapsed(texts, (True, False))
+    return lines, exact
+
+
+def _collapsed(texts, keep_newlines: tuple[bool, ...]) -> list[pa.Array]:
+    texts = plain(texts)
+    offsets, data = string_buffers(texts)
+    blanks = np.stack([_blank_table(keep) for keep in keep_newlines])
+    out_offsets, out, sizes = collapse_kernel(data, offsets, blanks,
+                                              non_ascii_bytes_of(data, (SPACE,)).astype(np.int64, copy=False))
+    return [pa.StringArray.from_buffers(len(texts), pa.py_buffer(out_offsets[form].astype(np.int32)),
+                                        pa.py_buffer(out[form, : sizes[form]]))
+            for form in range(len(keep_newlines))]
+
+
+@lru_cache(maxsize=2)
+def _blank_table(keep_newlines: bool) -> np.ndarray:
+    """Which ASCII bytes `blank_to_space` turns into spaces."""
+    blank = np.zeros(256, dtype=np.bool_)
+    blank[[9, 11, 12, 13, _SPACE]] = True
+    blank[10] = not keep_newlines
+    return blank
 
 
 def _compact(offsets: np.ndarray, data: np.ndarray, drop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -109,7 +109,7 @@ def _decontaminate(texts: pa.Array, reasons: list, eval_ngrams: EvalNgrams,
                    cfg: DedupConfig) -> tuple[pa.Array, np.ndarray]:
     dc = cfg.decontaminate
     spans = np.zeros(len(texts), dtype=np.int64)
-    found = contaminating_items(texts, eval_ngrams, dc.ngram, dc.min_item_fraction)
+    found = contaminating_items(texts, eval_ngrams, dc)
     hits = sorted(i for i in found if reasons[i] is None)
     if not hits:
         return texts, spans
@@ -120,7 +120,7 @@ def _decontaminate(texts: pa.Array, reasons: list, eval_ngrams: EvalNgrams,
         return texts, spans
     values = texts.to_pylist()
     for i in hits:
-        cleaned, cut = remove_spans(values[i], eval_ngrams, found[i], dc.ngram)
+        cleaned, cut = remove_spans(values[i], eval_ngrams, found[i], dc)
         spans[i] = max(cut, 1)
         if cleaned is None or len(cleaned.strip()) < dc.min_chars_after:
             reasons[i] = CONTAMINATED

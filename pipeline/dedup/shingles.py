@@ -18,7 +18,14 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.dedup.normalize import Tokens, string_buffers  # noqa: F401  (string_buffers: re-exported)
+from pipeline.dedup.kernels import shingle_kernel
+from pipeline.dedup.normalize import (  # noqa: F401  (string_buffers: re-exported)
+    Tokens,
+    code_bytes,
+    code_classes,
+    prose_bytes,
+    string_buffers,
+)
 
 _MASK64 = (1 << 64) - 1
 _P = 0x100000001B3  # odd, so invertible modulo 2^64 (FNV's 64-bit prime)
@@ -166,6 +173,37 @@ def shingle_hashes(tokens: Tokens, n: int) -> Shingles:
             order = np.argsort(starts, kind="stable")
             return Shingles(docs[starts[order]], fmix64(np.concatenate([whole, tail])[order]), tokens.num_docs)
         return Shingles(docs[opens], fmix64(whole), tokens.num_docs)
+
+
+def prose_shingles(texts, n: int, map_digits: bool = True) -> Shingles:
+    """`shingle_hashes(prose_tokens(texts, map_digits), n)` by the compiled kernel: one pass over the bytes."""
+    offsets, data, table = prose_bytes(texts, map_digits)
+    word = _prose_word_table()
+    return _compiled(offsets, data, table, word, word, n)
+
+
+def code_shingles(texts, n: int) -> Shingles:
+    """`shingle_hashes(code_tokens_of(texts), n)` by the compiled kernel."""
+    offsets, data = code_bytes(texts)
+    token, glue = code_classes()
+    return _compiled(offsets, data, _IDENTITY, token, glue, n)
+
+
+_IDENTITY = np.arange(256, dtype=np.uint8)
+
+
+@lru_cache(maxsize=1)
+def _prose_word_table() -> np.ndarray:
+    word = np.ones(256, dtype=np.bool_)
+    word[ord(" ")] = False
+    return word
+
+
+def _compiled(offsets: np.ndarray, data: np.ndarray, table: np.ndarray, token: np.ndarray, glue: np.ndarray,
+              n: int) -> Shingles:
+    doc, hashes = shingle_kernel(np.ascontiguousarray(data, dtype=np.uint8), offsets.astype(np.int64, copy=False),
+                                 table, token, glue, np.int64(n))
+    return Shingles(doc, hashes, len(offsets) - 1)
 
 
 def shingle_bytes(tokens: Tokens, n: int) -> list[list[bytes]]:

@@ -26,8 +26,13 @@ class TracesConfig:
     max_examples_per_doctest: int = 12
     """Examples after this many in one docstring are left out."""
     sandbox: Literal["auto", "bubblewrap", "none"] = "auto"
-    """`auto` uses bubblewrap (new namespaces, read-only system) when it can create namespaces here and the
-    other layers alone when not; `bubblewrap` fails the job rather than run without it; `none` never uses it."""
+    """`auto` and `bubblewrap` run every unit under bubblewrap (new namespaces, read-only system) and fail the
+    job, saying why and how to fix it, when bubblewrap cannot start here; `none` opts into the weaker
+    in-process layers alone (uid drop, rlimits, audit hook, timeout), with a warning per task and the mode
+    recorded per document and in the report. Nothing picks `none` unless the build file names it."""
+    bubblewrap_binary: str = "bwrap"
+    """The bubblewrap binary: an absolute path, or a name looked up on PATH (not resolved against the build
+    file's folder)."""
     workers: int = 2
     """Sandboxes run at once by each Spark task (each is one process running one unit)."""
     cpu_seconds: int = 2
@@ -53,7 +58,11 @@ class TracesConfig:
     max_source_bytes: int = 12_000
     """Units whose shown source is larger are dropped as `too_large` before running."""
     repr_width: int = 60
-    """Characters of a value's repr kept in the trace (longer ones end in `…`)."""
+    """Characters of a value's repr kept in the trace's intermediate records (`<|call|>`, `<|state|>`,
+    `<|return|>`; longer ones end in `…`)."""
+    max_result_repr_bytes: int = 100_000
+    """UTF-8 bytes of a call's final result (its value, or the exception it raised) kept whole in the
+    `<|result|>` record and the SFT answers; only a longer one is cut, ending in `…`."""
     sft_question: bool = True
     """Write the question form: "what does `f(3)` return?" answered with the trace as the reasoning."""
     sft_spot_error: bool = True
@@ -71,6 +80,8 @@ class TracesConfig:
         require(self.open_files >= 8, "open_files must be at least 8")
         require(self.max_steps >= 1 and self.max_trace_bytes >= 256, "max_steps >= 1, max_trace_bytes >= 256")
         require(self.repr_width >= 8, "repr_width must be at least 8")
+        require(self.repr_width <= self.max_result_repr_bytes <= self.max_result_bytes // 4,
+                "max_result_repr_bytes must be between repr_width and max_result_bytes / 4")
         require(self.max_doctests_per_document >= 0 and self.max_examples_per_doctest >= 1,
                 "max_doctests_per_document >= 0 and max_examples_per_doctest >= 1")
         require(self.max_result_bytes >= 10_000, "max_result_bytes must be at least 10000")

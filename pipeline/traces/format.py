@@ -17,7 +17,9 @@ about to run (its number in the code, then its text without indentation; `>>>`/`
 `<|state|>` the variables that changed since the previous record of the same frame, as `name=repr`;
 `<|output|>` printed text (as a Python string literal); `<|exception|>` the line and the exception raised;
 `<|return|>` a function's value, or `raised NAME` when an exception left it; `<|truncated|>` marks steps
-left out by the caps. The result is the value (or a doctest's displayed output, or a script's `exit 0`) or
+left out by the caps. A record of a frame N calls below the traced call starts with `@N` after its marker
+(`<|line|> @2 5 return fact(n - 1) * n`), so recursive frames can be told apart; the traced call's own
+frame has no mark. The result is the value (or a doctest's displayed output, or a script's `exit 0`) or
 `raises TYPE: MESSAGE` followed by the traceback's lines inside the unit.
 """
 
@@ -40,7 +42,9 @@ class Step:
     changes: tuple[tuple[str, str], ...] = ()
     """For a state step: (name, repr) pairs."""
     where: str = ""
-    """For a line step: `N source` (what the line record shows after its marker)."""
+    """For a line step: `N source` (what the line record shows after its marker and depth)."""
+    depth: int = 0
+    """Call depth of the step's frame below the traced call (0: the call itself)."""
 
 
 @dataclass(frozen=True)
@@ -89,29 +93,42 @@ def render_run(run: dict, lines: SourceLines) -> RenderedRun:
     return RenderedRun(run["label"], steps, (f"{RESULT} {value}",), value, None, None)
 
 
+DEPTH_AT = {"call": 3, "line": 3, "state": 2, "exception": 3, "return": 4}
+"""Where each frame event holds its call depth (runner.py)."""
+
+
 def _step(event: list, lines: SourceLines) -> Step:
     kind = event[0]
+    depth = event[DEPTH_AT[kind]] if kind in DEPTH_AT and len(event) > DEPTH_AT[kind] else 0
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+        raise ValueError(f"malformed depth {depth!r}")
+    mark = depth_mark(depth)
     if kind == "call":
         args = ", ".join(f"{name}={value}" for name, value in event[2])
-        return Step(kind, f"{CALL} {event[1]}({args})")
+        return Step(kind, f"{CALL} {mark}{event[1]}({args})", depth=depth)
     if kind == "line":
         where = lines.where(event[1], event[2])
-        return Step(kind, f"{LINE} {where}", where=where)
+        return Step(kind, f"{LINE} {mark}{where}", where=where, depth=depth)
     if kind == "state":
         changes = tuple((name, value) for name, value in event[1])
-        return Step(kind, state_text(changes), changes=changes)
+        return Step(kind, state_text(changes, depth), changes=changes, depth=depth)
     if kind == "output":
         return Step(kind, f"{OUTPUT} {event[1]!r}")
     if kind == "exception":
-        return Step(kind, f"{EXCEPTION} {event[1]} {event[2]}")
+        return Step(kind, f"{EXCEPTION} {mark}{event[1]} {event[2]}", depth=depth)
     if kind == "return":
         shown = f"raised {event[3]}" if event[3] else f"-> {event[2]}"
-        return Step(kind, f"{RETURN} {event[1]} {shown}")
+        return Step(kind, f"{RETURN} {mark}{event[1]} {shown}", depth=depth)
     return Step("truncated", TRUNCATED)
 
 
-def state_text(changes) -> str:
-    return f"{STATE} " + ", ".join(f"{name}={value}" for name, value in changes)
+def depth_mark(depth: int) -> str:
+    """`@N ` for a frame N calls below the traced call; nothing for the call's own frame."""
+    return f"@{depth} " if depth else ""
+
+
+def state_text(changes, depth: int = 0) -> str:
+    return f"{STATE} {depth_mark(depth)}" + ", ".join(f"{name}={value}" for name, value in changes)
 
 
 def render_document(source: str, runs: list[RenderedRun], max_trace_bytes: int) -> tuple[str, bool]:

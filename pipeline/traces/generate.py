@@ -2,7 +2,8 @@
 
 Unit rows (UNIT_SCHEMA) carry a serialised Unit, or the reason a record is not one. Trace rows
 (TRACE_SCHEMA) are documents (DOCUMENT_SCHEMA) plus `status` (`ok`, a sandbox status or a drop reason),
-`origin` (the ledger source), `detail` and the unit's SFT examples. Only `ok` rows become documents.
+`origin` (the ledger source), `detail`, `sandbox_mode`, `seconds` and the unit's SFT examples. Only `ok` rows
+become documents; every row becomes a line of the status table (STATUS_SCHEMA).
 """
 
 from __future__ import annotations
@@ -36,8 +37,21 @@ TRACE_SCHEMA = pa.schema(list(DOCUMENT_SCHEMA) + [
     pa.field("status", pa.string(), nullable=False),
     pa.field("origin", pa.string(), nullable=False),
     pa.field("detail", pa.string()),
+    pa.field("sandbox_mode", pa.string()),
+    pa.field("seconds", pa.float64()),
     pa.field("sft", SFT_TYPE),
 ])
+STATUS_SCHEMA = pa.schema([
+    pa.field("id", pa.string(), nullable=False),
+    pa.field("origin", pa.string(), nullable=False),
+    pa.field("status", pa.string(), nullable=False),
+    pa.field("reason", pa.string()),
+    pa.field("sandbox_mode", pa.string()),
+    pa.field("seconds", pa.float64()),
+])
+"""The per-unit status table (`OUTPUT/traces/status/`): every unit's outcome, written or dropped. `reason` says
+why for anything but `ok`; `sandbox_mode` and `seconds` (wall clock in the sandbox) are null for units
+dropped before they ran (`invalid_unit`, `duplicate_id`, `too_large`)."""
 SFT_SCHEMA = pa.schema([
     pa.field("id", pa.string(), nullable=False),
     pa.field("trace_id", pa.string(), nullable=False),
@@ -123,19 +137,20 @@ def trace_rows(rows: list[dict], cfg: TracesConfig, sandbox: Sandbox) -> list[di
         runnable.append((i, unit))
     results = sandbox.run_many([unit.request() for _, unit in runnable])
     for (i, unit), result in zip(runnable, results):
-        layers = {"sandbox": "+".join(sandbox.layers)}
+        layers = {"sandbox": "+".join(sandbox.layers), "sandbox_mode": sandbox.mode}
         if result.status != "ok":
             out[i] = _dropped(rows[i], result.status, result.detail, layers)
-            continue
-        try:
-            out[i] = trace_row(Traced(unit, result), cfg, sandbox.layers)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-            # Only a unit that forged its own result gets here: the runner's results always render.
-            out[i] = _dropped(rows[i], "error", f"malformed result: {type(err).__name__}", layers)
+        else:
+            try:
+                out[i] = trace_row(Traced(unit, result), cfg, sandbox.layers, sandbox.mode)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+                # Only a unit that forged its own result gets here: the runner's results always render.
+                out[i] = _dropped(rows[i], "error", f"malformed result: {type(err).__name__}", layers)
+        out[i].update(sandbox_mode=sandbox.mode, seconds=round(result.seconds, 4))
     return out
 
 
-def trace_row(traced: Traced, cfg: TracesConfig, layers: tuple[str, ...]) -> dict:
+def trace_row(traced: Traced, cfg: TracesConfig, layers: tuple[str, ...], mode: str) -> dict:
     """The document and SFT examples of a unit that ran to the end."""
     unit, result = traced.unit, traced.result
     lines = SourceLines(unit.code, unit.examples)
@@ -146,6 +161,7 @@ def trace_row(traced: Traced, cfg: TracesConfig, layers: tuple[str, ...]) -> dic
         "unit_id": unit.id, "unit_kind": unit.kind, "calls": str(len(runs)),
         "steps": str(sum(1 for run in runs for s in run.steps if s.kind == "line")),
         "truncated": "true" if truncated or result.truncated else "false", "sandbox": "+".join(layers),
+        "sandbox_mode": mode,
     }
     if unit.license:
         meta["license"] = unit.license
@@ -155,7 +171,7 @@ def trace_row(traced: Traced, cfg: TracesConfig, layers: tuple[str, ...]) -> dic
         meta["doctest_matches"] = f"{_doctest_matches(unit, result.runs)}/{len(unit.examples)}"
     return {"id": f"trace/{unit.id}", "text": text, "source": SOURCE, "domain": "trace", "uri": unit.uri,
             "repo": unit.repo, "lang": "python", "meta": meta, "status": "ok", "origin": unit.origin,
-            "detail": None, "sft": [e.__dict__ for e in sft_examples(unit, source, runs, cfg)]}
+            "detail": None, "sandbox_mode": mode, "seconds": None, "sft": [e.__dict__ for e in sft_examples(unit, source, runs, cfg)]}
 
 
 def sft_examples(unit: Unit, source: str, runs: list[RenderedRun], cfg: TracesConfig) -> list[SftExample]:
@@ -182,7 +198,7 @@ def _doctest_matches(unit: Unit, runs: list[dict]) -> int:
 def _dropped(row: dict, status: str, detail: str | None, meta: dict | None = None) -> dict:
     return {"id": f"trace/{row['id']}", "text": "", "source": SOURCE, "domain": "trace", "uri": row["uri"],
             "repo": None, "lang": "python", "meta": meta or {}, "status": status, "origin": row["origin"],
-            "detail": detail, "sft": []}
+            "detail": detail, "sandbox_mode": None, "seconds": None, "sft": []}
 
 
 def trace_table(rows: list[dict]) -> pa.Table:

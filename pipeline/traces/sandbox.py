@@ -2,12 +2,13 @@
 
 Layers (docs/traces.md has the threat model):
 
-- `bubblewrap`: new network, pid, ipc and uts namespaces (and a user namespace when not root), the system
-  and the Python installation mounted read-only, nothing else of the host visible, a size-capped tmpfs as
-  the working folder; falls back to `tempdir` (a fresh host folder, removed afterwards) when bwrap is
-  missing or cannot create namespaces here.
-- `uid-drop`: when the worker runs as root, the unit runs as uid/gid 65534 so RLIMIT_NPROC and file
-  permissions bind it.
+- `bubblewrap`: new network, pid, ipc and uts namespaces (and a user namespace when not root; as root every
+  capability dropped but the two the uid drop needs), the system and the Python installation mounted
+  read-only, nothing else of the host visible, a size-capped tmpfs as the working folder. `auto` and
+  `bubblewrap` require it and fail with a UserError when it cannot start; only `none`, named in the build
+  file, runs without it (`tempdir`: a fresh host folder, removed afterwards), with a warning per task.
+- `uid-drop`: whenever the worker runs as root (every mode), the unit runs as uid/gid 65534 so RLIMIT_NPROC
+  and file permissions bind it.
 - `rlimits`: CPU, address space, file size, open files, processes, no core dumps.
 - `audit-hook`: in-process refusal of sockets, processes, ctypes and paths outside the sandbox.
 - `empty-env`: the unit sees a fixed environment, never the worker's.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import marshal
 import os
 import selectors
@@ -33,9 +35,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.errors import UserError
 from pipeline.traces.config import TracesConfig
 from pipeline.traces.runner import BOOTSTRAP
 
+LOG = logging.getLogger("rnj.traces")
 STATUSES = ("ok", "timeout", "memory", "forbidden", "crashed", "error")
 NOBODY = 65534
 SANDBOX_DIR = "/sandbox"
@@ -62,17 +66,33 @@ class SandboxResult:
     """CPU the unit's interpreter reported for itself (0 when it wrote no result)."""
 
 
-class Sandbox:
-    """Runs units, one fresh process each; `layers` names the defences active on this machine."""
+class SandboxUnavailable(UserError):
+    """The sandbox the build file asks for cannot run on this machine."""
 
-    def __init__(self, cfg: TracesConfig):
+
+class Sandbox:
+    """Runs units, one fresh process each; `mode` is `bubblewrap` or `none`, `layers` the defences active.
+
+    `python` (the interpreter units run in) defaults to the worker's own; tests name another one.
+    """
+
+    def __init__(self, cfg: TracesConfig, *, python: str | None = None):
         self.cfg = cfg
-        self.python = os.path.realpath(sys.executable)
+        self.python = os.path.realpath(python or sys.executable)
         self.runner = marshal.dumps(compile(RUNNER.read_text(encoding="utf-8"), "<rnj-runner>", "exec"))
-        self.roots = _python_roots()
+        self.roots = _python_roots(self.python) if python else _python_roots()
         self.bwrap = self._bubblewrap()
-        running_as_root = os.geteuid() == 0
-        self.drop_uid = running_as_root and (self.bwrap is not None or _reachable_by_others(self.roots))
+        self.mode = "bubblewrap" if self.bwrap else "none"
+        self.drop_uid = os.geteuid() == 0
+        if self.drop_uid and not self.bwrap and not _reachable_by_others(self.roots):
+            raise SandboxUnavailable(
+                f"[traces] sandbox = 'none' as root: units must run as uid {NOBODY}, which cannot reach the "
+                f"interpreter under {', '.join(self.roots)} (a folder above it is not searchable by others). "
+                "Run the job as a normal user, install the interpreter where others can read it (e.g. "
+                "/usr/local), or use bubblewrap (sandbox = 'auto').")
+        if not self.bwrap:
+            LOG.warning("[traces] sandbox = 'none': units run without the namespace layer (bubblewrap), "
+                        "contained only by the uid drop, rlimits, the audit hook and the timeout")
         layers = ["bubblewrap" if self.bwrap else "tempdir"]
         layers += ["uid-drop"] if self.drop_uid else []
         self.layers = tuple(layers + ["rlimits", "audit-hook", "empty-env", "timeout-kill"])
@@ -108,8 +128,10 @@ class Sandbox:
         cfg = self.cfg
         return {"cpu_seconds": cfg.cpu_seconds, "memory_mb": cfg.memory_mb, "file_mb": cfg.file_mb,
                 "open_files": cfg.open_files, "max_steps": cfg.max_steps, "max_trace_bytes": cfg.max_trace_bytes,
-                "repr_width": cfg.repr_width, "max_output_bytes": cfg.max_output_bytes,
-                "files_to_write": None if self.bwrap else max(4, cfg.disk_mb // cfg.file_mb)}
+                "repr_width": cfg.repr_width, "result_bytes": cfg.max_result_repr_bytes,
+                "max_output_bytes": cfg.max_output_bytes,
+                "files_to_write": None if self.bwrap else max(4, cfg.disk_mb // cfg.file_mb),
+                "namespaced": self.bwrap is not None}
 
     def _python_command(self) -> list[str]:
         command = [self.python, "-S", "-s", "-P", "-c", BOOTSTRAP]
@@ -135,15 +157,18 @@ class Sandbox:
     def _bubblewrap(self) -> list[str] | None:
         if self.cfg.sandbox == "none":
             return None
-        args = bubblewrap_args(self.roots, self.cfg.disk_mb, os.geteuid() == 0)
+        args = bubblewrap_args(self.roots, self.cfg.disk_mb, os.geteuid() == 0, self.cfg.bubblewrap_binary)
         problem = _probe(tuple(args), self.python)
         if problem is None:
             return args
-        if self.cfg.sandbox == "bubblewrap":
-            raise RuntimeError(f"[traces] sandbox = 'bubblewrap' but it cannot run here: {problem}. Install "
-                               "bubblewrap (apt-get install bubblewrap) and allow user namespaces, or set "
-                               "sandbox = 'auto'.")
-        return None
+        raise SandboxUnavailable(
+            f"[traces] sandbox = {self.cfg.sandbox!r} needs bubblewrap ({self.cfg.bubblewrap_binary}), which "
+            f"cannot run here: {problem}. Fix: install it (apt-get install bubblewrap) or set "
+            "[traces] bubblewrap_binary; allow unprivileged user namespaces (sysctl "
+            "kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0); on Kubernetes (GKE) run "
+            "the pod with seccompProfile Unconfined and AppArmor unconfined (or privileged) so that it may "
+            "create namespaces, see docs/traces.md. Or accept the weaker in-process layers by naming them: "
+            "sandbox = 'none'.")
 
 
 def _plain(value):
@@ -155,15 +180,18 @@ def _plain(value):
     return value
 
 
-def bubblewrap_args(roots: tuple[str, ...], disk_mb: int, as_root: bool) -> list[str]:
+def bubblewrap_args(roots: tuple[str, ...], disk_mb: int, as_root: bool, binary: str = "bwrap") -> list[str]:
     """The bwrap command line before the program: fresh namespaces, read-only system, tmpfs working folder.
 
-    As root no user namespace is made (root's own would still map to the host's root): the runner drops to
-    uid 65534 instead, which clears every capability. As anyone else `--unshare-all --cap-drop ALL`.
+    As root no user namespace is made (root's would map to the host's root, so files would still be owned
+    by uid 0): bwrap drops every capability but the two the runner needs to switch to uid 65534 (CAP_SETUID,
+    CAP_SETGID), and that switch, before any unit code, clears those too; with `no_new_privs` (bwrap sets it)
+    nothing can raise them again. As anyone else `--unshare-all --cap-drop ALL`.
     """
-    args = [shutil.which("bwrap") or "bwrap", "--die-with-parent", "--new-session"]
+    args = [shutil.which(binary) or binary, "--die-with-parent", "--new-session"]
     if as_root:
-        args += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try"]
+        args += ["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+                 "--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     else:
         args += ["--unshare-all", "--cap-drop", "ALL"]
     args += ["--ro-bind", "/usr", "/usr"]
@@ -189,8 +217,8 @@ def bubblewrap_args(roots: tuple[str, ...], disk_mb: int, as_root: bool) -> list
 @functools.lru_cache(maxsize=8)
 def _probe(args: tuple[str, ...], python: str) -> str | None:
     """None when bwrap can start the interpreter with these arguments here, else what went wrong."""
-    if shutil.which("bwrap") is None:
-        return "bwrap is not installed"
+    if shutil.which(args[0]) is None:
+        return f"{args[0]} is not installed (or not executable)"
     try:
         done = subprocess.run([*args, python, "-S", "-c", "pass"], env=ENVIRONMENT, capture_output=True, timeout=20,
                               check=False)
@@ -201,9 +229,15 @@ def _probe(args: tuple[str, ...], python: str) -> str | None:
     return None
 
 
-def _python_roots() -> tuple[str, ...]:
-    roots = {os.path.realpath(p) for p in (sys.base_prefix, sys.base_exec_prefix)}
-    return tuple(sorted(roots))
+def _python_roots(python: str | None = None) -> tuple[str, ...]:
+    """The folders holding an interpreter and its standard library (the worker's own by default)."""
+    if python is None:
+        prefixes = (sys.base_prefix, sys.base_exec_prefix)
+    else:
+        code = "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)"
+        prefixes = tuple(subprocess.run([python, "-S", "-c", code], capture_output=True, text=True, check=True,
+                                        timeout=20).stdout.split())
+    return tuple(sorted({os.path.realpath(p) for p in prefixes}))
 
 
 def _reachable_by_others(roots: tuple[str, ...]) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import math
 import random
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ def spot_error(source: str, runs: list[RenderedRun], rng: random.Random) -> SftE
     name, right = step.changes[j]
     wrong = _wrong_value(right, rng)
     changes = tuple((n, wrong if k == j else v) for k, (n, v) in enumerate(step.changes))
-    planted = Step("state", state_text(changes), changes)
+    planted = Step("state", state_text(changes, step.depth), changes, depth=step.depth)
     shown = run.steps[:i] + (planted,) + run.steps[i + 1:i + 1 + rng.randint(0, AFTER_PLANT)]
     before = _line_before(run.steps, i)
     prompt = (
@@ -102,14 +103,18 @@ def _plantable(value: str) -> bool:
 
 
 def _wrong_value(value: str, rng: random.Random) -> str:
-    """A plausible value that differs from `value` (a literal of type int, float, bool or str)."""
+    """A plausible value that differs from `value` (a literal of type int, float, bool or str), always: the
+    planted value must never be the right one ("is 2.0, not 2.0")."""
     parsed = ast.literal_eval(value)
     if isinstance(parsed, bool):
         return repr(not parsed)
     if isinstance(parsed, int):
         return repr(parsed + rng.choice([-10, -2, -1, 1, 2, 10]))
     if isinstance(parsed, float):
-        return repr(round(parsed * rng.choice([0.5, 2.0]) + rng.choice([-1.0, 1.0]), 6))
+        candidates = [round(parsed * scale + shift, 6) for scale in (0.5, 2.0) for shift in (-1.0, 1.0)]
+        candidates += [parsed + 1.0, parsed - 1.0, parsed * 10.0 + 1.0]
+        wrong = [c for c in candidates if c != parsed and repr(c) != value and math.isfinite(c)]
+        return repr(rng.choice(wrong))  # x*0.5+1 == x only at x = 2 and x*0.5-1 == x only at x = -2
     if not parsed:
         return repr(rng.choice("abxyz"))
     position = rng.randrange(len(parsed))

@@ -56,7 +56,9 @@ class Unit:
                 "examples": [list(e) for e in self.examples]}
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=False)
+        """Fields in their declared order and dicts inside `inputs` in theirs: key order is input to
+        order-sensitive code, so it is never sorted."""
+        return json.dumps(asdict(self), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, text: str) -> Unit:

@@ -11,6 +11,7 @@ import pytest
 from pipeline.config import parse_build
 from pipeline.documents import DOCUMENT_SCHEMA
 from pipeline.traces.format import MARKERS
+from tests.pipeline.traces.sandboxes import bubblewrap_usable
 
 SAMPLE_UNITS = 12
 HOSTILE = [
@@ -55,6 +56,7 @@ workers = 2
 cpu_seconds = 1
 wall_seconds = 4.0
 memory_mb = 256
+{"" if bubblewrap_usable() else 'sandbox = "none"'}
 """
     cfg = parse_build(toml, str(root / "build.toml"))
     from jobs import ingest, traces
@@ -97,6 +99,16 @@ def test_documents_sft_and_report(build):
     assert sum(report["statuses"].values()) == result.ledger.read
     (layers,) = report["sandbox_layers"]
     assert "rlimits+audit-hook+empty-env+timeout-kill" in layers
+    (mode,) = report["sandbox_modes"]
+    assert {dict(r["meta"])["sandbox_mode"] for r in rows} == {mode}
+    status = pq.read_table(f"{result.uri.removeprefix('file://')}/status").to_pylist()
+    assert len(status) == result.ledger.read and len({r["id"] for r in status}) == len(status)
+    assert {r["status"] for r in status} == set(report["statuses"])
+    by_id = {r["id"]: r for r in status}
+    assert by_id["trace/hostile/loop"]["status"] == "timeout" and by_id["trace/hostile/loop"]["seconds"] >= 1
+    assert by_id["trace/hostile/socket"]["reason"].startswith("the sandbox refused: socket")
+    assert all((r["sandbox_mode"] is None) == (r["status"] in ("invalid_unit", "duplicate_id", "too_large"))
+               for r in status)
 
 
 @pytest.mark.spark
@@ -105,3 +117,19 @@ def test_committed_output_is_skipped(spark, build):
     from jobs import traces
 
     assert traces.run(spark, cfg).skipped
+
+
+@pytest.mark.spark
+def test_a_broken_bubblewrap_fails_the_job_loudly(spark, build, tmp_path):
+    import dataclasses
+
+    from jobs import traces
+    from pipeline.errors import UserError
+
+    cfg, _, _ = build
+    broken = tmp_path / "bwrap"
+    broken.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    auto = dataclasses.replace(cfg, traces=dataclasses.replace(cfg.traces, bubblewrap_binary=str(broken)))
+    with pytest.raises(UserError, match="(?s)setting up uid map: Permission denied.*apt-get install bubblewrap"):
+        traces.run(spark, auto, force=True)

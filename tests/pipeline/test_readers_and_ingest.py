@@ -121,5 +121,30 @@ def test_duplicate_ids_resolve_the_same_whatever_the_order():
     ]
     forward = resolve_duplicate_ids([dict(r) for r in rows])
     backward = resolve_duplicate_ids([dict(r) for r in reversed(rows)])
-    as_map = lambda rs: {r["uri"]: r["id"] for r in rs}  # noqa: E731
+    as_map = lambda rs: {r["uri"]: r["id"] for r in rs}
     assert as_map(forward) == as_map(backward) == {"f#L2": "d", "f#L3": "d~1", "f#L1": "d~2"}
+
+
+def test_ascii_path_of_validate_agrees_with_the_general_one():
+    """validate's fast path for ASCII text gives exactly normalize_text's text and control_fraction's verdict."""
+    import random
+
+    from pipeline.ingest import _normalize_ascii, validate
+    from pipeline.io.readers import RawRecord
+    from pipeline.text import control_fraction, normalize_text
+
+    rng = random.Random(7)
+    alphabet = "ab \n\t\r\x00\x01\x08\x09\x0b\x0c\x0e\x1a\x1b\x1c\x1f\x7f~"
+    texts = ["", "\r\n\r\r\n", "\x00", "plain text\n"] + [
+        "".join(rng.choice(alphabet) for _ in range(rng.randrange(1, 40))) for _ in range(3000)]
+    for cfg in (IngestConfig(max_control_fraction=0.0), IngestConfig(max_control_fraction=0.05),
+                IngestConfig(max_control_fraction=0.3)):
+        for text in texts:
+            assert text.isascii()
+            assert _normalize_ascii(text) == normalize_text(text)
+            binary = control_fraction(text) + text.count("\x00") / max(len(text), 1) > cfg.max_control_fraction
+            got = validate(RawRecord(uri="u", raw=text.encode(), text=text), cfg)
+            assert (got[1] == "binary") == binary, repr(text)
+            if not binary:
+                expected = normalize_text(text)
+                assert got == ((expected, None) if expected.strip() else (None, "empty"))

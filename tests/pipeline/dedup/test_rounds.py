@@ -61,25 +61,27 @@ def test_remove_lines_exact_output():
     assert same.to_pylist() == texts.to_pylist() and none.tolist() == [0, 0]
 
 
+NGRAM13 = DecontaminateConfig(ngram=13, min_item_fraction=0.5)
+ANY13 = DecontaminateConfig(ngram=13, min_item_fraction=0.0, min_ngrams=1)
 PROBLEM = ("Problem. Compute 78 + 96 times 7 and explain every step of the computation carefully so that a "
            "student can follow it from the first line to the last line of the worked solution.")
 
 
 def test_decontamination_needs_a_share_of_the_item():
-    table = eval_ngrams([PROBLEM, "an unrelated evaluation item with far too few words"], 13)
+    table = eval_ngrams([PROBLEM, "an unrelated evaluation item with far too few words"], NGRAM13)
     texts = pa.array([f"Intro text. {PROBLEM} Outro.", "a student can follow it from the first line to the last",
                       "nothing in common here at all"])
-    assert contaminating_items(texts, table, 13, 0.5) == {0: {0}}
-    assert 1 not in contaminating_items(texts, table, 13, 0.5)
+    assert contaminating_items(texts, table, NGRAM13) == {0: {0}}
+    assert 1 not in contaminating_items(texts, table, NGRAM13)
     loose = contaminating_items(pa.array(["so that a student can follow it from the first line to the last line"]),
-                                table, 13, 0.0)
+                                table, ANY13)
     assert loose == {0: {0}}
 
 
 def test_remove_spans_cuts_only_the_matching_words():
-    table = eval_ngrams([PROBLEM], 13)
+    table = eval_ngrams([PROBLEM], NGRAM13)
     text = f"Keep this opening sentence. {PROBLEM} And keep this ending."
-    cleaned, spans = remove_spans(text, table, {0}, 13)
+    cleaned, spans = remove_spans(text, table, {0}, NGRAM13)
     assert spans == 1
     assert cleaned == "Keep this opening sentence. . And keep this ending."
 
@@ -148,21 +150,22 @@ def test_bad_dedup_values_are_rejected(section, message):
 
 
 def test_remove_spans_takes_an_edited_copy_whole():
-    table = eval_ngrams([PROBLEM], 13)
+    table = eval_ngrams([PROBLEM], NGRAM13)
     edited = PROBLEM.replace("explain every step", "explain each and every step")
     text = f"Keep this opening sentence. {edited} And keep this ending."
-    found = contaminating_items(pa.array([text]), table, 13, 0.3)
+    found = contaminating_items(pa.array([text]), table, NGRAM13)
     assert found == {0: {0}}
-    cleaned, spans = remove_spans(text, table, found[0], 13)
+    cleaned, spans = remove_spans(text, table, found[0], NGRAM13)
     assert spans == 1 and "each and every" not in cleaned
     assert cleaned.startswith("Keep this opening sentence.") and cleaned.endswith("And keep this ending.")
 
 
 def test_underscored_identifiers_match_their_words():
     item = "def count_vowel_words(sentence): return the number of words in the sentence that start with a vowel"
-    table = eval_ngrams([item], 13)
+    eight = DecontaminateConfig(ngram=8, min_content_words=1)
+    table = eval_ngrams([item], eight)
     prose = "Def count vowel words sentence return the number of words in the sentence that start with a vowel."
-    assert contaminating_items(pa.array([prose]), table, 13, 0.5) == {0: {0}}
+    assert contaminating_items(pa.array([prose]), table, eight) == {0: {0}}
 
 
 def test_boilerplate_threshold_is_a_rate_with_a_floor():

@@ -86,3 +86,12 @@ def test_doctests_need_a_standalone_stdlib_module():
     assert doctest_units("d", "from . import x\n\ndef f():\n    '''>>> f()\n    1'''\n") == []
     assert doctest_units("d", "def f(:\n    '''>>> f()'''\n") == []
     assert doctest_units("d", "x = 1\n") == []
+
+
+def test_serialised_units_keep_the_key_order_of_their_inputs():
+    record = {"id": "o", "code": "def f(d):\n    return list(d)\n", "entry_point": "f",
+              "inputs": [[{"zeta": 1, "alpha": {"y": 2, "b": 3}, "mid": [{"k2": 0, "k1": 1}]}]]}
+    unit = unit_from_record(record)
+    again = Unit.from_json(unit.to_json())
+    assert again == unit
+    assert json.dumps(again.request()["inputs"]) == json.dumps(record["inputs"])

@@ -1,0 +1,193 @@
+"""Compiled kernels of the features pass: one loop over a batch's UTF-8 buffer instead of a dozen numpy passes.
+
+Each kernel computes exactly what its numpy reference computes (the tests hold them to it, bit for bit):
+- `shingle_kernel`: the tokens of every document (`normalize._bounds`), their hashes
+  (`shingles.span_hashes`) and the hashes of their n-grams (`shingles.shingle_hashes`), without
+  materialising a token.
+- `minhash_kernel`: the MinHash signatures of `minhash.signatures` (datasketch's affine32 permutations).
+- `collapse_kernel`: `normalize.collapse_spaces(normalize.blank_to_space(...))` in one pass.
+
+Every kernel is compiled once per machine (`cache=True` keeps the machine code next to this module) and
+releases the GIL (`nogil=True`). Callers pass fixed dtypes (bytes uint8, offsets int64, tables uint8 or
+bool) so that each kernel has exactly one compiled signature. Unicode classes are not decided here: callers
+mark the bytes of non-ASCII spaces and marks first (`normalize.non_ascii_bytes_of`).
+
+Arithmetic is unsigned and wraps, as numpy's does: every constant is a `np.uint64`/`np.uint32` so numba
+never promotes a mix of signed and unsigned integers to floats.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_P = np.uint64(0x100000001B3)
+_Q = np.uint64(pow(0x100000001B3, -1, 1 << 64))
+_R = np.uint64(0x9FB21C651E98DF25)
+_LENGTH_SALT = np.uint64(0x9E3779B97F4A7C15)
+_COUNT_SALT = np.uint64(0xC2B2AE3D27D4EB4F)
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_S33 = np.uint64(33)
+_ZERO = np.uint64(0)
+_ONE = np.uint64(1)
+_SPACE = np.uint8(0x20)
+_NEWLINE = np.uint8(0x0A)
+_EMPTY32 = np.uint32(0xFFFFFFFF)
+_C1 = np.uint32(0x85EBCA6B)
+_C2 = np.uint32(0xC2B2AE35)
+_S16 = np.uint32(16)
+_S13 = np.uint32(13)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _fmix64(h):
+    h ^= h >> _S33
+    h *= _M1
+    h ^= h >> _S33
+    h *= _M2
+    return h ^ (h >> _S33)
+
+
+@njit(cache=True, nogil=True)
+def shingle_kernel(data, offsets, byte_map, token, glue, n):
+    """(document of each shingle, its 64-bit hash) for n-grams of tokens: the bytes of document d are
+    `byte_map[data[offsets[d]:offsets[d + 1]]]`; a `token` byte starts a token unless it and the byte
+    before it in the document both `glue` (glue bytes must be token bytes). A document with 1..n-1
+    tokens has one shingle of all of them; one without tokens has none.
+
+    The loop over bytes has no branch that depends on the text (token boundaries are unpredictable):
+    flags are added as integers and every byte stores a candidate hash that only a boundary keeps."""
+    num_docs = len(offsets) - 1
+    longest = 0
+    for d in range(num_docs):
+        longest = max(longest, offsets[d + 1] - offsets[d])
+    hashes = np.empty(longest + 1, np.uint64)  # a document's token hashes: at most one token per byte
+    doc = np.empty(max(len(data) // 4, 16), np.int64)  # grown by doubling
+    out = np.empty(len(doc), np.uint64)
+    salt_n = np.uint64(n) * _COUNT_SALT
+    k = 0
+    for d in range(num_docs):
+        found = 0
+        previous_glues = np.uint8(0)
+        open_token = np.uint8(0)  # the previous byte belongs to a token
+        h = _ZERO
+        weight = _ONE
+        length = _ZERO
+        for i in range(offsets[d], offsets[d + 1]):
+            byte = byte_map[data[i]]
+            glues = np.uint8(glue[byte])
+            joined = glues & previous_glues
+            hashes[found] = h ^ (length * _LENGTH_SALT)  # kept only if a token ends here (mixed below)
+            found += open_token & ~joined & np.uint8(1)
+            keep = _ZERO - np.uint64(joined)  # all ones inside a token, else zero: continue or restart
+            weight = (weight & keep) | (_ONE & ~keep)
+            h = (h & keep) + np.uint64(byte) * weight
+            weight *= _Q
+            length = (length & keep) + _ONE
+            open_token = np.uint8(token[byte])
+            previous_glues = glues
+        if open_token:
+            hashes[found] = h ^ (length * _LENGTH_SALT)
+            found += 1
+        for j in range(found):
+            hashes[j] = _fmix64(hashes[j])
+        if found == 0:
+            continue
+        if k + found >= len(doc):
+            doc, out = _grown(doc, k + found), _grown(out, k + found)
+        if found < n:
+            h = _ZERO
+            for j in range(found):
+                h = h * _R + hashes[j]
+            doc[k] = d
+            out[k] = _fmix64(h ^ (np.uint64(found) * _COUNT_SALT))
+            k += 1
+            continue
+        for start in range(found - n + 1):
+            h = _ZERO
+            for j in range(start, start + n):
+                h = h * _R + hashes[j]
+            doc[k] = d
+            out[k] = _fmix64(h ^ salt_n)
+            k += 1
+    return doc[:k].copy(), out[:k].copy()
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _grown(values, needed):
+    bigger = np.empty(max(2 * len(values), needed), values.dtype)
+    bigger[: len(values)] = values
+    return bigger
+
+
+@njit(cache=True, nogil=True)
+def minhash_kernel(doc, hash32, num_docs, a, b):
+    """(num_docs, len(a)) uint32: per document, the minimum over its hashes of `a * fmix32(h) + b mod 2^32`
+    (`doc` ascending); an empty document keeps 0xFFFFFFFF in every slot."""
+    num_perm = len(a)
+    out = np.full((num_docs, num_perm), _EMPTY32, np.uint32)
+    row = np.empty(num_perm, np.uint32)
+    k = 0
+    total = len(hash32)
+    while k < total:
+        d = doc[k]
+        row[:] = _EMPTY32
+        while k < total and doc[k] == d:
+            h = hash32[k]
+            h ^= h >> _S16
+            h = np.uint32(h * _C1)
+            h ^= h >> _S13
+            h = np.uint32(h * _C2)
+            h ^= h >> _S16
+            for p in range(num_perm):
+                value = np.uint32(a[p] * h + b[p])
+                row[p] = min(row[p], value)
+            k += 1
+        for p in range(num_perm):
+            out[d, p] = min(out[d, p], row[p])
+    return out
+
+
+@njit(cache=True, nogil=True)
+def collapse_kernel(data, offsets, blanks, extra_blanks):
+    """For each row of `blanks` (a (forms, 256) bool table, one or two rows), (offsets, bytes) of the texts
+    with every byte that the row marks, and every position in `extra_blanks` (ascending), read as a
+    space; then each run of spaces dropped, except its first byte where the run has a byte other than a
+    newline on both sides inside its text. Two forms cost one pass over the bytes."""
+    num_docs = len(offsets) - 1
+    forms = blanks.shape[0]
+    out = np.empty((forms, len(data) + 1), np.uint8)  # every byte stores; kept ones advance (no branches)
+    out_offsets = np.zeros((forms, num_docs + 1), np.int64)
+    k0 = 0
+    k1 = 0
+    x = 0
+    for d in range(num_docs):
+        after0 = np.uint8(0)
+        after1 = np.uint8(0)
+        previous0 = _NEWLINE  # the last byte kept; the text's start counts like a newline
+        previous1 = _NEWLINE
+        for i in range(offsets[d], offsets[d + 1]):
+            byte = data[i]
+            extra = x < len(extra_blanks) and extra_blanks[x] == i
+            x += extra
+            k0, after0, previous0 = _collapse_step(out[0], k0, byte, blanks[0, byte] | extra, after0, previous0)
+            if forms == 2:
+                k1, after1, previous1 = _collapse_step(out[1], k1, byte, blanks[1, byte] | extra, after1, previous1)
+        out_offsets[0, d + 1] = k0
+        if forms == 2:
+            out_offsets[1, d + 1] = k1
+    return out_offsets, out, np.array([k0, k1])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _collapse_step(out, k, byte, blank, after_space, previous):
+    """One byte of `collapse_kernel`: (next write position, this byte is a space, last byte kept)."""
+    space = np.uint8(blank)
+    byte = _SPACE if space else byte
+    word = np.uint8(1) - space
+    out[k] = _SPACE  # the run's one space, kept between two bytes of a line
+    k += word & after_space & np.uint8(previous != _NEWLINE) & np.uint8(byte != _NEWLINE)
+    out[k] = byte
+    k += word
+    return k, space, previous if space else byte
