@@ -11,7 +11,8 @@ and folder each comes from and under which licence); nothing fetched is kept in 
     train/code.jsonl      Python solutions of Code Jam, Kick Start and Hacker Cup problems (Easy 1, Medium 2,
                           Hard 3, Very Hard 4), one source per contest series
     train/code_codewars.jsonl  Python solutions of Codewars kata, rank 8 kyu .. 2 kyu as 1 .. 7, one source per author
-    train/code_kattis.jsonl  Python 3 solutions of Kattis problems, labelled with Kattis points (1.2 .. 5.0)
+    train/code_kattis.jsonl  Python 3 solutions of Kattis problems, labelled with Kattis points (1.2 .. 5.0);
+                          GPL-3.0, so not in the shipped model's fit (add it to your own fits if you wish)
     eval/math_test.jsonl  MATH test (levels 1-5): evaluation only
     eval/gsm8k_math_test.jsonl  GSM8K test (0) and MATH test (1-5): evaluation only
     eval/mmlu_math.jsonl  MMLU test questions: elementary 1, high school 2, college 3 (another source)

@@ -64,7 +64,10 @@ class DomainModel:
     def raw_scores(self, dense: np.ndarray, ngrams) -> np.ndarray:
         buckets = ngrams.shape[1]
         standardised = (dense - self.mean) / self.scale
-        return ngrams @ self.coef[:buckets] + standardised @ self.coef[buckets:] + self.intercept
+        # A row-wise sum, not a BLAS matrix product: BLAS blocks its sums by the number of rows, so a document's
+        # score could change in the last bit with the batch it is scored in (and its tier with it at a cut-off).
+        dense_part = (standardised * self.coef[buckets:]).sum(axis=1)
+        return ngrams @ self.coef[:buckets] + dense_part + self.intercept
 
     def calibrate(self, raw: np.ndarray) -> np.ndarray:
         x, y = self.calibration_x, self.calibration_y

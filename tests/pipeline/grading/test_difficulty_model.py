@@ -160,6 +160,17 @@ def test_a_documents_tier_does_not_depend_on_its_batch(fitted):
     assert alone[0].tolist() == crowded[0][len(others):].tolist()
 
 
+def test_a_documents_score_is_bitwise_the_same_alone_and_in_any_batch(fitted):
+    """The raw score, not only the tier: a matrix product blocked by batch size changed the last bit of some
+    documents' scores between two builds."""
+    _, model = fitted
+    rng = random.Random(4)
+    texts = [code_example(rng.randint(1, 5), rng) for _ in range(67)]
+    batch = model.predict(texts, "code")[2]
+    assert [model.predict([t], "code")[2][0] for t in texts] == batch.tolist()
+    assert model.predict(texts[5:40], "code")[2].tolist() == batch[5:40].tolist()
+
+
 def test_grade_batch_uses_the_model_for_its_domains_and_hand_graders_otherwise(fitted):
     from pipeline.documents import documents_table
 
