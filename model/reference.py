@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pipeline.grading.config import ReferenceModelConfig
 
-_LOADED: dict[ReferenceModelConfig, "ReferenceScorer"] = {}
+_LOADED: dict[ReferenceModelConfig, ReferenceScorer] = {}
 
 
 def reference_scorer(cfg: ReferenceModelConfig) -> ReferenceScorer:

@@ -11,8 +11,8 @@ import fnmatch
 import io
 import json
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import fsspec
 import pyarrow as pa

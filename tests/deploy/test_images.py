@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import sys
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 

@@ -2,11 +2,17 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from model import Transformer, get_preset
 from model.checkpoint import Checkpointer
-from model.optim import OptimizerSettings, ParamRule, assign_rules, build_optimizers, default_rules, set_learning_rate
+from model.optim import (
+    OptimizerSettings,
+    ParamRule,
+    assign_rules,
+    build_optimizers,
+    default_rules,
+    set_learning_rate,
+)
 from pipeline.schedule import lr_at
 
 
