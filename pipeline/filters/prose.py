@@ -5,6 +5,8 @@ test or a report can name exactly which rule removed a document.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from pipeline.filters.text import FORMULA_WORD, alpha_words, lines, mask_math, paragraphs, ratio, words
@@ -23,17 +25,19 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     masked, formulas = mask_math(text, numbers) if math_aware else (text, 0)
     tokens = words(masked)
     all_lines = lines(masked)
+    ascii = masked.isascii()
     signals = {
         "words": float(len(tokens)),
         "formulas": float(formulas),
-        "mean_word_length": ratio(sum(len(t) for t in tokens), len(tokens)),
+        "mean_word_length": ratio(sum(map(len, tokens)), len(tokens)),
         "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
-        "alpha_word_fraction": ratio(sum(1 for t in tokens if any(c.isalpha() for c in t)), len(tokens)),
-        "stop_words": float(len(STOP_WORDS.intersection(t.lower() for t in tokens))),
-        "bullet_line_fraction": ratio(sum(1 for ln in all_lines if ln.startswith(BULLETS)), len(all_lines)),
-        "ellipsis_line_fraction": ratio(sum(1 for ln in all_lines if ln.endswith(ELLIPSES)), len(all_lines)),
-        "line_punct_fraction": ratio(sum(1 for ln in all_lines if ln.endswith(TERMINAL)), len(all_lines)),
-        "short_line_fraction": ratio(sum(1 for ln in all_lines if len(ln) < cfg.short_line_chars), len(all_lines)),
+        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, ascii), len(tokens)),
+        "stop_words": float(len(STOP_WORDS.intersection(
+            masked.lower().split() if ascii else [t.lower() for t in tokens]))),
+        "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
+        "ellipsis_line_fraction": ratio(sum([ln.endswith(ELLIPSES) for ln in all_lines]), len(all_lines)),
+        "line_punct_fraction": ratio(sum([ln.endswith(TERMINAL) for ln in all_lines]), len(all_lines)),
+        "short_line_fraction": ratio(sum([len(ln) < cfg.short_line_chars for ln in all_lines]), len(all_lines)),
         "newline_word_ratio": ratio(masked.count("\n"), len(tokens)),
         "lorem_ipsum": float("lorem ipsum" in text.lower()),
     }
@@ -77,6 +81,18 @@ def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[st
         ("fineweb_list_like", s["newline_word_ratio"] > cfg.max_newline_word_ratio),
     ]
     return [name for name, failed in checks if failed]
+
+
+_ASCII_ALPHA_TOKEN_START = re.compile(r"(?<!\S)(?=[^\sA-Za-z]*[A-Za-z])")
+"""The start of each whitespace-separated token holding an ASCII letter (one empty match per such token)."""
+
+
+def _alpha_tokens(text: str, tokens: list[str], ascii: bool) -> int:
+    """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text the
+    letters are A-Z and a-z, and one scan of the text counts them; otherwise each character is asked."""
+    if ascii:
+        return len(_ASCII_ALPHA_TOKEN_START.findall(text))
+    return sum(1 for t in tokens if any(c.isalpha() for c in t))
 
 
 def _duplication(items: list[str], unit: str) -> dict[str, float]:

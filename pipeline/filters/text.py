@@ -28,7 +28,6 @@ _FORMULA_RUN = re.compile(rf"(?<!\S){_CHUNK}(?:[ \t]+{_CHUNK}){{2,}}(?!\S)")
 _OPERATOR = re.compile(r"[-+*/=<>^×÷·−≤≥≠≈∑∫√]|\\[A-Za-z]+")
 _LATEX_COMMAND = re.compile(r"\\[A-Za-z]+")
 
-_WORD = re.compile(r"\S+")
 _ALPHA_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 _SENTENCE_END = re.compile(r"[.!?]+(?:[\"')\]]*)(?=\s|$)")
 
@@ -36,10 +35,12 @@ _SENTENCE_END = re.compile(r"[.!?]+(?:[\"')\]]*)(?=\s|$)")
 _NUMBER_TOKEN = re.compile(r"(?<!\S)[(\[]?[-+]?\d+(?:[.,]\d+)*[.,:;)\]]*(?!\S)")
 
 
+@functools.lru_cache(maxsize=8)
 def mask_math(text: str, numbers: bool = False) -> tuple[str, int]:
     """`text` with every LaTeX span and formula run replaced by one word; also how many were replaced.
     With `numbers`, lone numbers ("191", "2.", "(3)") count as formulas too (for math documents, where
-    numbered steps and answers are the content)."""
+    numbered steps and answers are the content). (Cached for the last few texts: the domain scorer, the
+    prose filters and the prose grader each mask the same document, one after the other.)"""
     count = 0
 
     def replace(_match: re.Match) -> str:
@@ -71,18 +72,28 @@ def latex_commands(text: str) -> int:
 
 
 def words(text: str) -> list[str]:
-    """Whitespace-separated tokens, as the Gopher rules count them."""
-    return _WORD.findall(text)
+    """Whitespace-separated tokens, as the Gopher rules count them. (`str.split()` splits on exactly the
+    characters the regular expression `\\s` matches, and is several times faster than `findall(r"\\S+")`.)"""
+    return text.split()
 
 
 def alpha_words(text: str) -> list[str]:
     """Lower-case alphabetic words (letters, inner apostrophes): the vocabulary of prose statistics."""
-    return [w.lower() for w in _ALPHA_WORD.findall(text)]
+    return list(_alpha_words(text))
+
+
+@functools.lru_cache(maxsize=8)
+def _alpha_words(text: str) -> tuple[str, ...]:
+    """Cached for the last few texts: the domain scorer, the prose filters and the prose grader each read the
+    words of the same masked document, one after the other."""
+    if text.isascii():  # lower-casing ASCII maps letters to letters one for one: the same words, lowered once
+        return tuple(_ALPHA_WORD.findall(text.lower()))
+    return tuple(w.lower() for w in _ALPHA_WORD.findall(text))
 
 
 def lines(text: str) -> list[str]:
     """Non-blank lines, stripped."""
-    return [line.strip() for line in text.split("\n") if line.strip()]
+    return [line for line in map(str.strip, text.split("\n")) if line]
 
 
 def paragraphs(text: str) -> list[str]:

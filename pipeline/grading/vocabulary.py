@@ -7,6 +7,7 @@ suffix (integrals -> integral, equations -> equation), see `term_hits`.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 
 def _word_set(text: str) -> frozenset[str]:
@@ -63,9 +64,8 @@ def extended(vocabulary: frozenset[str], extra: tuple[str, ...]) -> frozenset[st
     return vocabulary | frozenset(extra) if extra else vocabulary
 
 
-def term_hits(words: list[str], vocabulary: frozenset[str]) -> int:
-    """How many of `words` (lower case) are vocabulary terms (each distinct word looked up once)."""
-    counts: dict[str, int] = {}
-    for w in words:
-        counts[w] = counts.get(w, 0) + 1
+def term_hits(words: list[str] | Counter[str], vocabulary: frozenset[str]) -> int:
+    """How many of `words` (lower case) are vocabulary terms (each distinct word looked up once). Give a
+    Counter of the words to look up several vocabularies without counting them again."""
+    counts = words if isinstance(words, Counter) else Counter(words)
     return sum(n for w, n in counts.items() if stem_in(w, vocabulary))
