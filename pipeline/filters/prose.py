@@ -5,9 +5,7 @@ test or a report can name exactly which rule removed a document.
 
 from __future__ import annotations
 
-import functools
 import re
-import sys
 
 import numpy as np
 
@@ -33,7 +31,7 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
         "formulas": float(formulas),
         "mean_word_length": ratio(sum(map(len, tokens)), len(tokens)),
         "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
-        "alpha_word_fraction": ratio(_alpha_tokens(masked), len(tokens)),
+        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, ascii), len(tokens)),
         "stop_words": float(len(STOP_WORDS.intersection(
             masked.lower().split() if ascii else [t.lower() for t in tokens]))),
         "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
@@ -85,27 +83,16 @@ def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[st
     return [name for name, failed in checks if failed]
 
 
-def _alpha_tokens(text: str) -> int:
-    """How many whitespace-separated tokens of `text` hold a letter (a character for which `str.isalpha()`
-    is true): one scan of the text instead of a Python loop over every character of every token."""
-    return len(_alpha_token_start().findall(text))
+_ASCII_ALPHA_TOKEN_START = re.compile(r"(?<!\S)(?=[^\sA-Za-z]*[A-Za-z])")
+"""The start of each whitespace-separated token holding an ASCII letter (one empty match per such token)."""
 
 
-@functools.cache
-def _alpha_token_start() -> re.Pattern:
-    """Matches (empty) at the start of each token holding a letter. Its letter class lists exactly the code
-    points that `str.isalpha()` accepts (`[^\\W\\d_]` also takes ², ½ and other numerals), built once per
-    process from this Python's own Unicode database."""
-    ranges, start = [], None
-    for code in range(sys.maxunicode + 2):
-        letter = code <= sys.maxunicode and chr(code).isalpha()
-        if letter and start is None:
-            start = code
-        elif not letter and start is not None:
-            ranges.append(f"\\U{start:08x}-\\U{code - 1:08x}")
-            start = None
-    letters = "".join(ranges)
-    return re.compile(rf"(?<!\S)(?=[^\s{letters}]*[{letters}])")
+def _alpha_tokens(text: str, tokens: list[str], ascii: bool) -> int:
+    """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text the
+    letters are A-Z and a-z, and one scan of the text counts them; otherwise each character is asked."""
+    if ascii:
+        return len(_ASCII_ALPHA_TOKEN_START.findall(text))
+    return sum(1 for t in tokens if any(c.isalpha() for c in t))
 
 
 def _duplication(items: list[str], unit: str) -> dict[str, float]:
