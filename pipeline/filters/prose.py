@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 
+from pipeline.filters.kernels import ngram_fractions
 from pipeline.filters.text import FORMULA_WORD, alpha_words, lines, mask_math, paragraphs, ratio, words
 from pipeline.grading.config import ProseFilterConfig
 
@@ -45,12 +46,27 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     signals.update(_duplication(paragraphs(masked), "paragraph"))
     # Masked formulas are not repeated words: two different formulas must not make a repeated n-gram.
     lowered = [t for t in alpha_words(masked) if not (formulas and t == FORMULA_WORD)]
-    grams = _Ngrams(lowered)
-    for n in sorted(cfg.max_top_ngram_fraction, key=int):
-        signals[f"top_{n}gram_fraction"] = grams.top_fraction(int(n))
-    for n in sorted(cfg.max_dup_ngram_fraction, key=int):
-        signals[f"dup_{n}gram_fraction"] = grams.dup_fraction(int(n))
+    top_ns = sorted(cfg.max_top_ngram_fraction, key=int)
+    dup_ns = sorted(cfg.max_dup_ngram_fraction, key=int)
+    top, dup = ngram_fractions(*word_ranks(lowered), _ns(top_ns), _ns(dup_ns))
+    for n, value in zip(top_ns, top.tolist()):
+        signals[f"top_{n}gram_fraction"] = value
+    for n, value in zip(dup_ns, dup.tolist()):
+        signals[f"dup_{n}gram_fraction"] = value
     return signals
+
+
+def word_ranks(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(each token's rank among the sorted distinct tokens, each token's length), int64: the input of
+    `kernels.ngram_fractions`, where comparing ranks compares the words."""
+    rank = {word: i for i, word in enumerate(sorted(set(tokens)))}
+    count = len(tokens)
+    return (np.fromiter(map(rank.__getitem__, tokens), dtype=np.int64, count=count),
+            np.fromiter(map(len, tokens), dtype=np.int64, count=count))
+
+
+def _ns(keys: list[str]) -> np.ndarray:
+    return np.array([int(n) for n in keys], dtype=np.int64)
 
 
 def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[str]:
@@ -111,7 +127,8 @@ def _duplication(items: list[str], unit: str) -> dict[str, float]:
 
 
 class _Ngrams:
-    """The word n-grams of one document as integer group ids (numpy), for the repetition signals. The group
+    """The reference of `kernels.ngram_fractions` (the tests hold the kernel to it): the word n-grams of one
+    document as integer group ids (numpy), for the repetition signals. The group
     of the n-gram at i is the rank of the pair (group of the (n-1)-gram at i, word at i+n-1): exact (no
     hashing), one 1-D integer `np.unique` per n, instead of a Python tuple per n-gram."""
 
