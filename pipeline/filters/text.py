@@ -110,7 +110,7 @@ def sentences(text: str) -> list[str]:
             parts.append(paragraph[start:match.end()])
             start = match.end()
         parts.append(paragraph[start:])
-    return [p.strip() for p in parts if alpha_words(p)]
+    return [p.strip() for p in parts if _ALPHA_WORD.search(p)]
 
 
 @functools.lru_cache(maxsize=1 << 16)
