@@ -17,7 +17,7 @@ from typing import ClassVar
 
 from pipeline.filters.text import alpha_words, mask_math, ratio, sentences, syllables, words
 from pipeline.grading.base import GradeContext, Grader, saturating
-from pipeline.grading.vocabulary import TECHNICAL_TERMS, stem_in
+from pipeline.grading.vocabulary import TECHNICAL_TERMS, term_hits
 
 _IDENTIFIER = re.compile(r"^[\W]*(?:[a-z]+_\w+|[a-z]+[A-Z]\w*|[A-Z][a-z]+[A-Z]\w*|\w+\.\w+\S*|\w+\(\)?)[\W]*$")
 
@@ -35,7 +35,7 @@ class ProseGrader(Grader):
         n_words = max(1, len(vocabulary))
         n_sentences = max(1, len(sentences(masked)))
         syllable_count = sum(syllables(w) for w in vocabulary)
-        technical = sum(1 for w in vocabulary if stem_in(w, TECHNICAL_TERMS))
+        technical = term_hits(vocabulary, TECHNICAL_TERMS)
         technical += sum(1 for token in words(masked) if _IDENTIFIER.match(token))
         return {
             "fk_grade": max(0.0, 0.39 * n_words / n_sentences + 11.8 * syllable_count / n_words - 15.59),
