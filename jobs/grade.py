@@ -84,8 +84,6 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
         scored = kept.mapInArrow(_grade(grade_cfg, context, model.uri if model else None),
                                  from_arrow_schema(SCORED_SCHEMA)).persist()
         try:
-            _materialise(scored)
-            analysed.unpersist()  # every later step reads the graded documents
             graded = _rank(scored, grade_cfg)
             write_parquet_table(graded.select(*GRADED_COLUMNS), f"{tmp}/documents", cfg.build.output_files)
         finally:
@@ -154,13 +152,6 @@ def _grade(cfg: GradeConfig, context: GradeContext, model_uri: str | None):
             yield grade_batch(batch, cfg, context, losses, model)
 
     return grade_batches
-
-
-def _materialise(scored: DataFrame) -> None:
-    """Fill the cache of the graded documents in one small job. Otherwise the write's first job computes
-    them twice at once: its two branches (the ranks' window and the join's other side) both start before
-    either has cached a partition, so every document would be graded twice."""
-    scored.select(F.count(F.lit(1))).collect()
 
 
 def _count(analysed: DataFrame) -> Ledger:
