@@ -69,3 +69,10 @@ def test_real_standard_library_files():
 
 def test_code_domain_uses_the_code_rules():
     assert filter_document("var a=1;" * 200, "code", FiltersConfig()) == (False, "stack_max_line_length")
+
+
+@pytest.mark.parametrize("text", ["", "x = 1_000  # ok", "a\tb\nc\x00_~!", "naïve café ½ ² ٣ 中文 x1", "\u00a0\u2028"])
+def test_alnum_count_is_str_isalnum(text):
+    from pipeline.filters.code import alnum_count
+
+    assert alnum_count(text) == sum(map(str.isalnum, text))
