@@ -99,15 +99,18 @@ def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[st
     return [name for name, failed in checks if failed]
 
 
-_ASCII_ALPHA_TOKEN_START = re.compile(r"(?<!\S)(?=[^\sA-Za-z]*[A-Za-z])")
-"""The start of each whitespace-separated token holding an ASCII letter (one empty match per such token)."""
+# For ASCII text: the control characters str.split() counts as whitespace become spaces (bytes.split() only
+# knows the other six), and every byte that is neither a letter nor whitespace is deleted.
+_FS_TO_SPACE = bytes(range(256)).replace(b"\x1c\x1d\x1e\x1f", b"    ")
+_NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and not chr(b).isspace())
 
 
 def _alpha_tokens(text: str, tokens: list[str], ascii: bool) -> int:
-    """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text the
-    letters are A-Z and a-z, and one scan of the text counts them; otherwise each character is asked."""
+    """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text, deleting
+    every other non-space character leaves exactly those tokens (shortened), which C counts; otherwise
+    each character is asked."""
     if ascii:
-        return len(_ASCII_ALPHA_TOKEN_START.findall(text))
+        return len(text.encode("ascii").translate(_FS_TO_SPACE, _NOT_LETTER_OR_SPACE).split())
     return sum(1 for t in tokens if any(c.isalpha() for c in t))
 
 
