@@ -14,7 +14,9 @@ from pipeline.grading.config import CodeFilterConfig
 _LITERAL = r"""(?:[-+]?(?:0[xXoObB][0-9a-fA-F_]+|[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?[jJlLuUfF]*)|"""\
     r"""[rbuRBUf]{0,2}"(?:[^"\\]|\\.)*"|[rbuRBUf]{0,2}'(?:[^'\\]|\\.)*'|True|False|None|null|true|false)"""
 _SEP = r"[\s\[\](){},:;]"
-_DATA_LINE = re.compile(rf"^{_SEP}*(?>{_LITERAL})(?:{_SEP}+(?>{_LITERAL}))*{_SEP}*(?:(?:#|//).*)?$")
+# Separator runs are possessive: no literal, comment or end starts with a separator character, so giving one
+# back can never help, and retrying after each character of the indentation was most of this rule's cost.
+_DATA_LINE = re.compile(rf"^{_SEP}*+(?>{_LITERAL})(?:{_SEP}++(?>{_LITERAL}))*{_SEP}*+(?:(?:#|//).*)?$")
 
 
 _ENCODED_CHUNK = re.compile(r"[A-Za-z0-9+/=]{32,}")

@@ -76,3 +76,18 @@ def test_alnum_count_is_str_isalnum(text):
     from pipeline.filters.code import alnum_count
 
     assert alnum_count(text) == sum(map(str.isalnum, text))
+
+
+def test_data_line_rule_is_the_backtracking_one():
+    """The possessive separators change the speed of the data-line rule, not what it matches."""
+    import random
+    import re
+
+    from pipeline.filters.code import _DATA_LINE, _LITERAL, _SEP
+
+    backtracking = re.compile(rf"^{_SEP}*(?>{_LITERAL})(?:{_SEP}+(?>{_LITERAL}))*{_SEP}*(?:(?:#|//).*)?$")
+    rng = random.Random(0)
+    alphabet = list(" \t[](){},:;#/-+019xeEjJ._'\"\\rbuTrueFalsNonlf")
+    for _ in range(20000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        assert bool(_DATA_LINE.match(line)) == bool(backtracking.match(line)), line
