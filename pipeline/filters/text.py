@@ -147,8 +147,8 @@ def nesting_depth(text: str, opening: str = "([{", closing: str = ")]}") -> int:
     """Deepest nesting of the (ASCII) `opening` brackets; a closing one with none open is ignored. With c the
     running sum of +1/-1 over the UTF-8 bytes, depth_i = c_i - min(0, min_{j<=i} c_j): numpy instead of a
     Python loop per character."""
-    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    if not len(codes):
+    if not any(bracket in text for bracket in opening):  # running sums never above 0: no depth to measure
         return 0
+    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     running = np.cumsum(_bracket_steps(opening, closing)[codes])
     return int((running - np.minimum(np.minimum.accumulate(running), 0)).max())

@@ -219,7 +219,7 @@ def token_features(text: str) -> dict[str, float]:
     runs = Counter(_WORD_RUN.findall(body))
     functions = len(_DEFINITION.findall(body))
     branches = sum(runs[w] for w in _BRANCH_WORDS) + body.count("&&") + body.count("||")
-    imports = _IMPORT.findall(body) if any(w in runs for w in _IMPORT_WORDS) else []
+    imports = _imports(code, body) if any(w in runs for w in _IMPORT_WORDS) else []
     modules = {next(g for g in m if g) for m in imports}
     return {
         "cyclomatic": 1.0 + branches,
@@ -236,6 +236,21 @@ def token_features(text: str) -> dict[str, float]:
         "lines": float(len(code)),
         "parsed": 0.0,
     }
+
+
+def _imports(code: list[str], body: str) -> list[tuple[str, ...]]:
+    """`_IMPORT.findall(body)` (`body` is the `code` lines joined by newlines), tried only at the starts of the
+    lines where a match can begin: after the indentation `#`, `import` or `use`, or `require` in the line."""
+    found: list[tuple[str, ...]] = []
+    start = end = 0
+    for line in code:
+        if start >= end and (line.lstrip().startswith(("#", "import", "use")) or "require" in line):
+            match = _IMPORT.match(body, start)
+            if match:
+                found.append(match.groups(default=""))
+                end = match.end()
+        start += len(line) + 1
+    return found
 
 
 def _max_nesting(code: list[str], body: str) -> int:
