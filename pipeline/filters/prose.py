@@ -5,8 +5,6 @@ test or a report can name exactly which rule removed a document.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from pipeline.filters.kernels import ngram_fractions
