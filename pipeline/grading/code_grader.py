@@ -203,6 +203,7 @@ _IMPORT = re.compile(r"^\s*+(?:#\s*include\s*[<\"]([^>\"]+)|import\s+([\w.]+)|us
 
 
 _WORD_RUN = re.compile(r"\w+")
+_NON_WORD_ASCII = {code: " " for code in range(128) if not (chr(code).isalnum() or chr(code) == "_")}
 _BRANCH_WORDS = ("if", "elif", "elsif", "for", "foreach", "while", "case", "catch", "except", "when", "guard", "unless")
 _TYPE_WORDS = ("class", "struct", "interface", "trait", "impl", "enum")
 _IMPORT_WORDS = ("include", "import", "use", "require")
@@ -216,7 +217,7 @@ def token_features(text: str) -> dict[str, float]:
     that needs a keyword none of the runs is cannot match, and is skipped."""
     code = [line for line in text.split("\n") if line.strip() and not _COMMENT.match(line)]
     body = "\n".join(code)
-    runs = Counter(_WORD_RUN.findall(body))
+    runs = _word_runs(body)
     functions = len(_DEFINITION.findall(body))
     branches = sum(runs[w] for w in _BRANCH_WORDS) + body.count("&&") + body.count("||")
     imports = _imports(code, body) if any(w in runs for w in _IMPORT_WORDS) else []
@@ -236,6 +237,14 @@ def token_features(text: str) -> dict[str, float]:
         "lines": float(len(code)),
         "parsed": 0.0,
     }
+
+
+def _word_runs(text: str) -> Counter[str]:
+    """How often each maximal run of word characters (each match of `\\w+`) occurs; for ASCII text, where
+    those characters are A-Z, a-z, 0-9 and _, by turning every other character into a space and splitting."""
+    if text.isascii():
+        return Counter(text.translate(_NON_WORD_ASCII).split())
+    return Counter(_WORD_RUN.findall(text))
 
 
 def _imports(code: list[str], body: str) -> list[tuple[str, ...]]:

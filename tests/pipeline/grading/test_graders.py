@@ -206,7 +206,8 @@ def test_code_patterns_match_what_their_backtracking_forms_match():
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 16)))
         for name, pattern in plain.items():
             assert getattr(code_grader, name).findall(text) == pattern.findall(text), (name, text)
-        runs = Counter(code_grader._WORD_RUN.findall(text))
+        runs = Counter(re.findall(r"\w+", text))
+        assert code_grader._word_runs(text) == runs, text
         assert sum(runs[w] for w in code_grader._BRANCH_WORDS) + text.count("&&") + text.count("||") == \
             len(branch.findall(text)), text
         assert runs["yield"] == len(re.findall(r"\byield\b", text)), text
