@@ -22,11 +22,15 @@ _DATA_LINE = re.compile(rf"^{_SEP}*+(?>{_LITERAL})(?:{_SEP}++(?>{_LITERAL}))*{_S
 _ENCODED_CHUNK = re.compile(r"[A-Za-z0-9+/=]{32,}")
 _NOT_ALNUM_ASCII = bytes(b for b in range(128) if not chr(b).isalnum())
 _CHUNK_GAP = re.compile(r"""["'\s\\+,]*""")
+_ENCODED_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_NOT_ENCODED_ASCII = {code: " " for code in range(128) if chr(code) not in _ENCODED_CHARACTERS}
 
 
 def longest_encoded_run(text: str) -> int:
     """Characters in the longest base64/hex run, where chunks of 32+ such characters joined only by quotes,
     line breaks, indentation or `+` (a blob split over string literals and lines) count as one run."""
+    if text.isascii() and max(map(len, text.translate(_NOT_ENCODED_ASCII).split()), default=0) < 32:
+        return 0  # no run of 32 chunk characters: no chunk (the usual case, told without the regex's retries)
     longest = current = 0
     previous_end = None
     for match in _ENCODED_CHUNK.finditer(text):
