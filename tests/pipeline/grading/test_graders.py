@@ -216,3 +216,23 @@ def test_code_patterns_match_what_their_backtracking_forms_match():
         assert features["imports"] == len({next(g for g in m if g) for m in plain["_IMPORT"].findall(body)}), text
         assert features["classes"] == len(re.findall(r"\b(?:class|struct|interface|trait|impl|enum)\s+\w+", body))
         assert features["cyclomatic"] == 1 + len(branch.findall(body)), text
+
+
+def test_notation_level_of_ascii_text_is_the_case_insensitive_one():
+    """The lower-case search of ASCII text finds the rung the case-insensitive patterns find."""
+    import random
+    import re
+
+    from pipeline.grading.math_grader import NOTATION_LEVELS
+
+    assert not any(re.search(r"\\[A-Z]", p.pattern.replace("\\\\", "")) for _, p in NOTATION_LEVELS)
+
+    def reference(text):
+        return next((level for level, pattern in NOTATION_LEVELS if pattern.search(text)), 0)
+
+    pieces = ["Proof", "LEMMA", "\\Forall", "\\DELTA", "\\sqrt", "Solve", "X^2", "3X + 1", "x = 2", "1/2", "50%",
+              "Matrix", "\\INT", "eigenVALUES", "Ratio", " ", "\n", "a", "B", "7", "\\", "-", "+", "="]
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert notation_level(text) == reference(text), text
