@@ -24,15 +24,15 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     masked, formulas = mask_math(text, numbers) if math_aware else (text, 0)
     tokens = words(masked)
     all_lines = lines(masked)
-    ascii = masked.isascii()
+    is_ascii = masked.isascii()
     signals = {
         "words": float(len(tokens)),
         "formulas": float(formulas),
         "mean_word_length": ratio(sum(map(len, tokens)), len(tokens)),
         "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
-        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, ascii), len(tokens)),
+        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, is_ascii), len(tokens)),
         "stop_words": float(len(STOP_WORDS.intersection(
-            masked.lower().split() if ascii else [t.lower() for t in tokens]))),
+            masked.lower().split() if is_ascii else [t.lower() for t in tokens]))),
         "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
         "ellipsis_line_fraction": ratio(sum([ln.endswith(ELLIPSES) for ln in all_lines]), len(all_lines)),
         "line_punct_fraction": ratio(sum([ln.endswith(TERMINAL) for ln in all_lines]), len(all_lines)),
