@@ -103,11 +103,11 @@ _FS_TO_SPACE = bytes(range(256)).replace(b"\x1c\x1d\x1e\x1f", b"    ")
 _NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and not chr(b).isspace())
 
 
-def _alpha_tokens(text: str, tokens: list[str], ascii: bool) -> int:
+def _alpha_tokens(text: str, tokens: list[str], is_ascii: bool) -> int:
     """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text, deleting
     every other non-space character leaves exactly those tokens (shortened), which C counts; otherwise
     each character is asked."""
-    if ascii:
+    if is_ascii:
         return len(text.encode("ascii").translate(_FS_TO_SPACE, _NOT_LETTER_OR_SPACE).split())
     return sum(1 for t in tokens if any(c.isalpha() for c in t))
 
