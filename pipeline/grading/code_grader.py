@@ -227,7 +227,7 @@ def token_features(text: str) -> dict[str, float]:
         "max_function_complexity": (1.0 + branches) / max(functions, 1),
         "max_nesting": float(_max_nesting(code, body)),
         "functions": float(functions),
-        "classes": float(len(_TYPE.findall(body)) if any(w in runs for w in _TYPE_WORDS) else 0),
+        "classes": float(_type_count(body, runs)),
         "mean_function_lines": len(code) / functions if functions else 0.0,
         "recursion": 0.0,
         "comprehensions": 0.0,
@@ -245,6 +245,28 @@ def _word_runs(text: str) -> Counter[str]:
     if text.isascii():
         return Counter(text.translate(_NON_WORD_ASCII).split())
     return Counter(_WORD_RUN.findall(text))
+
+
+def _type_count(body: str, runs: Counter[str]) -> int:
+    """`len(_TYPE.findall(body))`, tried only where one of its keywords occurs (found with `str.find`): a
+    match starts with a keyword, and the pattern is not scanned over everything in between."""
+    starts = sorted(start for word in _TYPE_WORDS if word in runs for start in _occurrences(body, word))
+    count = end = 0
+    for start in starts:
+        if start >= end:
+            match = _TYPE.match(body, start)
+            if match:
+                count += 1
+                end = match.end()
+    return count
+
+
+def _occurrences(text: str, word: str) -> list[int]:
+    found, start = [], text.find(word)
+    while start >= 0:
+        found.append(start)
+        start = text.find(word, start + 1)
+    return found
 
 
 def _imports(code: list[str], body: str) -> list[tuple[str, ...]]:

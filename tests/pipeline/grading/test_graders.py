@@ -200,7 +200,7 @@ def test_code_patterns_match_what_their_backtracking_forms_match():
     branch = re.compile(r"\b(?:if|elif|elsif|for|foreach|while|case|catch|except|when|guard|unless)\b|&&|\|\|")
     pieces = [" ", "  ", "\t", "\n", "def ", "int ", "x", "foo", "(", ")", ";", "{", "}", "*", "<T>", "//", "#",
               "# include <a.h>", "import os", "use std::io", "require('m')", "import", "use", "require", "#", "if", "for", "&&", "|", "yield",
-              "async", "class ", ":", ",", "-", "%", "\"", "'", "é"]
+              "async", "class ", "classes", "enum", "impl", "struct ", ":", ",", "-", "%", "\"", "'", "é"]
     rng = random.Random(0)
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 16)))
