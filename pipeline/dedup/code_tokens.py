@@ -118,7 +118,7 @@ def code_token_kernel(data, offsets, classes, prefix, keywords, short_string):
     """(doc, start, end, hash) of every shape token of every document (see the module docstring); start and
     end are byte offsets into `data`. `keywords` holds the sorted `_bytes_hash(..., _NAME_SALT)` of the
     identifiers that stay themselves."""
-    cap = max(len(data) // 2, 16)
+    cap = max(len(data) // 6, 16)  # grown by doubling: code runs ~5 bytes a token
     doc = np.empty(cap, np.int64)
     start = np.empty(cap, np.int64)
     end = np.empty(cap, np.int64)
