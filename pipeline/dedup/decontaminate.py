@@ -17,7 +17,13 @@ original text. An item's n-gram is **evidence** only when it holds at least `min
 words (not Python keywords, builtins, common methods, English function words or single characters: the
 idioms every program shares) and occurs in fewer than `template_items` items (a generator's stock phrase
 is no evidence of any one item). A document contains an item when it holds `min_ngrams` of the item's
-evidence n-grams, or `min_item_fraction` of all its n-grams (see `contaminating_items`).
+evidence n-grams, or `min_item_fraction` of all its n-grams (see `contaminating_items`); a code item found
+so needs `code_min_word_fraction` of its evidence n-grams too (one shared docstring paragraph is not a copy).
+
+Code items have a second signal, their **shape** (`code_tokens`: every name one placeholder, keywords,
+attributes, literals and operators themselves, layout ignored): a copy that renames and reformats keeps
+it token for token. A document also contains a code item when it holds `code_min_ngrams` and
+`code_min_fraction` of the item's shape `code_ngram`-grams.
 
 The evaluation sets are small: their tables (sorted uint64 arrays) travel to every task. A batch is
 checked with vectorised numpy; only the rare matching documents are handled one by one, when the span (not
