@@ -39,7 +39,7 @@ import json
 import keyword
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
@@ -140,7 +140,7 @@ class EvalNgrams:
     edges: np.ndarray
     """Per item, the names before its first remaining word and after its last (`return best`): what a
     copy that runs to the item's end still holds beyond it."""
-    code: CodeNgrams = empty_code_ngrams()
+    code: CodeNgrams = field(default_factory=empty_code_ngrams)
     """The second signal: shape n-grams of the code items."""
 
     def __len__(self) -> int:
