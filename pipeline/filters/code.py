@@ -14,17 +14,23 @@ from pipeline.grading.config import CodeFilterConfig
 _LITERAL = r"""(?:[-+]?(?:0[xXoObB][0-9a-fA-F_]+|[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)?[jJlLuUfF]*)|"""\
     r"""[rbuRBUf]{0,2}"(?:[^"\\]|\\.)*"|[rbuRBUf]{0,2}'(?:[^'\\]|\\.)*'|True|False|None|null|true|false)"""
 _SEP = r"[\s\[\](){},:;]"
-_DATA_LINE = re.compile(rf"^{_SEP}*(?>{_LITERAL})(?:{_SEP}+(?>{_LITERAL}))*{_SEP}*(?:(?:#|//).*)?$")
+# Separator runs are possessive: no literal, comment or end starts with a separator character, so giving one
+# back can never help, and retrying after each character of the indentation was most of this rule's cost.
+_DATA_LINE = re.compile(rf"^{_SEP}*+(?>{_LITERAL})(?:{_SEP}++(?>{_LITERAL}))*{_SEP}*+(?:(?:#|//).*)?$")
 
 
 _ENCODED_CHUNK = re.compile(r"[A-Za-z0-9+/=]{32,}")
 _NOT_ALNUM_ASCII = bytes(b for b in range(128) if not chr(b).isalnum())
 _CHUNK_GAP = re.compile(r"""["'\s\\+,]*""")
+_ENCODED_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+_NOT_ENCODED_ASCII = {code: " " for code in range(128) if chr(code) not in _ENCODED_CHARACTERS}
 
 
 def longest_encoded_run(text: str) -> int:
     """Characters in the longest base64/hex run, where chunks of 32+ such characters joined only by quotes,
     line breaks, indentation or `+` (a blob split over string literals and lines) count as one run."""
+    if text.isascii() and max(map(len, text.translate(_NOT_ENCODED_ASCII).split()), default=0) < 32:
+        return 0  # no run of 32 chunk characters: no chunk (the usual case, told without the regex's retries)
     longest = current = 0
     previous_end = None
     for match in _ENCODED_CHUNK.finditer(text):

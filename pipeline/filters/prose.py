@@ -5,8 +5,6 @@ test or a report can name exactly which rule removed a document.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from pipeline.filters.kernels import ngram_fractions
@@ -26,15 +24,15 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     masked, formulas = mask_math(text, numbers) if math_aware else (text, 0)
     tokens = words(masked)
     all_lines = lines(masked)
-    ascii = masked.isascii()
+    is_ascii = masked.isascii()
     signals = {
         "words": float(len(tokens)),
         "formulas": float(formulas),
         "mean_word_length": ratio(sum(map(len, tokens)), len(tokens)),
         "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
-        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, ascii), len(tokens)),
+        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, is_ascii), len(tokens)),
         "stop_words": float(len(STOP_WORDS.intersection(
-            masked.lower().split() if ascii else [t.lower() for t in tokens]))),
+            masked.lower().split() if is_ascii else [t.lower() for t in tokens]))),
         "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
         "ellipsis_line_fraction": ratio(sum([ln.endswith(ELLIPSES) for ln in all_lines]), len(all_lines)),
         "line_punct_fraction": ratio(sum([ln.endswith(TERMINAL) for ln in all_lines]), len(all_lines)),
@@ -105,11 +103,11 @@ _FS_TO_SPACE = bytes(range(256)).replace(b"\x1c\x1d\x1e\x1f", b"    ")
 _NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and not chr(b).isspace())
 
 
-def _alpha_tokens(text: str, tokens: list[str], ascii: bool) -> int:
+def _alpha_tokens(text: str, tokens: list[str], is_ascii: bool) -> int:
     """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text, deleting
     every other non-space character leaves exactly those tokens (shortened), which C counts; otherwise
     each character is asked."""
-    if ascii:
+    if is_ascii:
         return len(text.encode("ascii").translate(_FS_TO_SPACE, _NOT_LETTER_OR_SPACE).split())
     return sum(1 for t in tokens if any(c.isalpha() for c in t))
 

@@ -38,30 +38,33 @@ _SENTENCE_END = re.compile(r"[.!?]+(?:[\"')\]]*)(?=\s|$)")
 _NUMBER_TOKEN = re.compile(r"(?<!\S)[(\[]?[-+]?\d+(?:[.,]\d+)*[.,:;)\]]*(?!\S)")
 
 
-@functools.lru_cache(maxsize=8)
 def mask_math(text: str, numbers: bool = False) -> tuple[str, int]:
     """`text` with every LaTeX span and formula run replaced by one word; also how many were replaced.
     With `numbers`, lone numbers ("191", "2.", "(3)") count as formulas too (for math documents, where
-    numbered steps and answers are the content). (Cached for the last few texts: the domain scorer, the
-    prose filters and the prose grader each mask the same document, one after the other.)"""
-    count = 0
+    numbered steps and answers are the content): masked after the formulas, so both ways share that step."""
+    masked, count = _mask_formulas(text)
+    if numbers:
+        masked, lone = _NUMBER_TOKEN.subn(FORMULA_WORD, masked)
+        count += lone
+    return masked, count
 
-    def replace(_match: re.Match) -> str:
-        nonlocal count
-        count += 1
-        return FORMULA_WORD
 
-    masked = _LATEX_SPAN.sub(replace, text)
+@functools.lru_cache(maxsize=8)
+def _mask_formulas(text: str) -> tuple[str, int]:
+    """The LaTeX spans, then the formula runs that hold an operator, masked. (Cached for the last few texts:
+    the domain scorer, the prose filters and the prose grader each mask the same document, one after the
+    other.)"""
+    masked, count = _LATEX_SPAN.subn(FORMULA_WORD, text)
+    runs = 0
 
     def replace_run(match: re.Match) -> str:
+        nonlocal runs
         if not _OPERATOR.search(match.group(0)):
             return match.group(0)
-        return replace(match)
+        runs += 1
+        return FORMULA_WORD
 
-    masked = _FORMULA_RUN.sub(replace_run, masked)
-    if numbers:
-        masked = _NUMBER_TOKEN.sub(replace, masked)
-    return masked, count
+    return _FORMULA_RUN.sub(replace_run, masked), count + runs
 
 
 def latex_marks(text: str) -> int:
@@ -144,8 +147,8 @@ def nesting_depth(text: str, opening: str = "([{", closing: str = ")]}") -> int:
     """Deepest nesting of the (ASCII) `opening` brackets; a closing one with none open is ignored. With c the
     running sum of +1/-1 over the UTF-8 bytes, depth_i = c_i - min(0, min_{j<=i} c_j): numpy instead of a
     Python loop per character."""
-    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-    if not len(codes):
+    if not any(bracket in text for bracket in opening):  # running sums never above 0: no depth to measure
         return 0
+    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
     running = np.cumsum(_bracket_steps(opening, closing)[codes])
     return int((running - np.minimum(np.minimum.accumulate(running), 0)).max())
