@@ -94,15 +94,31 @@ def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> S
     present = [kind for kind in makers if (kinds == kind).any()]
     if len(present) == 1:
         return makers[present[0]](texts)
-    docs, hashes = [], []
+    if not present:
+        return Shingles(np.zeros(0, np.int64), np.zeros(0, np.uint64), len(texts))
+    parts = []
     for kind in present:
         rows = np.flatnonzero(kinds == kind)
-        part = makers[kind](texts.take(pa.array(rows)))
-        docs.append(rows[part.doc])
-        hashes.append(part.hash64)
-    doc = np.concatenate(docs) if docs else np.zeros(0, np.int64)
-    order = np.argsort(doc, kind="stable")
-    return Shingles(doc[order], np.concatenate(hashes)[order] if hashes else np.zeros(0, np.uint64), len(texts))
+        parts.append((rows, makers[kind](texts.take(pa.array(rows)))))
+    return _in_row_order(parts, len(texts))
+
+
+def _in_row_order(parts: list[tuple[np.ndarray, Shingles]], num_docs: int) -> Shingles:
+    """The shingles of disjoint row subsets (global rows, their shingles) merged into row order, each row's
+    shingles in their own order: one gather and no sort, since each row's shingles are contiguous in the
+    one subset that holds it."""
+    counts = np.zeros(num_docs, np.int64)
+    source_start = np.zeros(num_docs, np.int64)  # where each row's shingles start in the concatenation
+    base = 0
+    for rows, part in parts:
+        local = part.counts()
+        counts[rows] = local
+        source_start[rows] = base + np.cumsum(local) - local
+        base += len(part.doc)
+    target_start = np.cumsum(counts) - counts
+    gather = np.repeat(source_start - target_start, counts) + np.arange(base)
+    hashes = np.concatenate([part.hash64 for _, part in parts])[gather]
+    return Shingles(np.repeat(np.arange(num_docs, dtype=np.int64), counts), hashes, num_docs)
 
 
 def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows: int,
