@@ -86,6 +86,16 @@ def shingle_kinds(domains: pa.Array, cfg: DedupConfig) -> np.ndarray:
 
 def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> Shingles:
     """Shingle hashes of every document: prose as words, code as tokens, each with its own n."""
+    parts = list(shingles_by_kind(texts, kinds, cfg))
+    if len(parts) == 1:
+        return parts[0][1]
+    if not parts:
+        return Shingles(np.zeros(0, np.int64), np.zeros(0, np.uint64), len(texts))
+    return _in_row_order(parts, len(texts))
+
+
+def shingles_by_kind(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig):
+    """(rows, their Shingles) per kind present in the batch (rows in order; all of them when one kind)."""
     makers = {
         PROSE: lambda t: prose_shingles(t, cfg.near.prose_ngram),
         NUMERIC: lambda t: prose_shingles(t, cfg.near.prose_ngram, map_digits=False),
@@ -93,14 +103,23 @@ def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> S
     }
     present = [kind for kind in makers if (kinds == kind).any()]
     if len(present) == 1:
-        return makers[present[0]](texts)
-    if not present:
-        return Shingles(np.zeros(0, np.int64), np.zeros(0, np.uint64), len(texts))
-    parts = []
+        yield np.arange(len(texts)), makers[present[0]](texts)
+        return
     for kind in present:
         rows = np.flatnonzero(kinds == kind)
-        parts.append((rows, makers[kind](texts.take(pa.array(rows)))))
-    return _in_row_order(parts, len(texts))
+        yield rows, makers[kind](texts.take(pa.array(rows)))
+
+
+def shingle_signatures(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(shingles per document, (documents, num_perm) MinHash signatures) of `document_shingles`, each kind's
+    documents signed apart and scattered back to their rows: a signature depends on its document's
+    shingles alone, so the shingles need no merging into row order."""
+    counts = np.zeros(len(texts), np.int64)
+    sigs = np.full((len(texts), cfg.near.num_perm), np.iinfo(np.uint32).max, np.uint32)
+    for rows, shingles in shingles_by_kind(texts, kinds, cfg):
+        counts[rows] = shingles.counts()
+        sigs[rows] = compiled_signatures(shingles.doc, shingles.hash32, len(rows), cfg.near.num_perm, cfg.near.seed)
+    return counts, sigs
 
 
 def _in_row_order(parts: list[tuple[np.ndarray, Shingles]], num_docs: int) -> Shingles:
@@ -127,9 +146,7 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     texts = plain(batch.column("text"))
     kinds = shingle_kinds(batch.column("domain"), cfg)
     code = kinds == CODE
-    shingles = document_shingles(texts, kinds, cfg)
-    counts = shingles.counts()
-    sigs = compiled_signatures(shingles.doc, shingles.hash32, len(texts), cfg.near.num_perm, cfg.near.seed)
+    counts, sigs = shingle_signatures(texts, kinds, cfg)
     keys = band_keys(sigs, bands, rows)
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
