@@ -702,7 +702,8 @@ def _dropped_ids(uri: str) -> pa.Array:
 
 def _alive_batches(uris: list[str], schema: pa.Schema, dropped: pa.Array):
     """The rows of the upstream parts `uris` whose id is not in `dropped`, in `schema` (columns an upstream
-    lacks are null), in id order: one upstream is streamed (its part is sorted already), several merged."""
+    lacks are null), in id order: each part is sorted already, so one is streamed and several are merged
+    as they stream."""
     def conformed(batch: pa.RecordBatch) -> pa.RecordBatch:
         batch = batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=dropped)))
         columns = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names
@@ -716,8 +717,31 @@ def _alive_batches(uris: list[str], schema: pa.Schema, dropped: pa.Array):
     if len(uris) == 1:
         yield from read(uris[0])
         return
-    merged = pa.Table.from_batches([b for uri in uris for b in read(uri)], schema).sort_by("id")
-    yield from merged.to_batches(max_chunksize=REWRITE_BATCH_ROWS)
+    yield from merged_by_id([read(uri) for uri in uris], schema)
+
+
+def merged_by_id(streams: list, schema: pa.Schema):
+    """One stream of batches sorted by id from `streams` of batches each sorted by id, holding about one
+    batch per stream: each round emits every row up to the smallest of the streams' current last ids
+    (no row still to come can sort before it), sorted stably (on equal ids the earlier stream first)."""
+    streams = [iter(s) for s in streams]
+    current: list[pa.RecordBatch | None] = [None] * len(streams)
+    while True:
+        for i in range(len(streams)):
+            while streams[i] is not None and (current[i] is None or current[i].num_rows == 0):
+                current[i] = next(streams[i], None)
+                if current[i] is None:
+                    streams[i] = None
+        live = [i for i, batch in enumerate(current) if batch is not None]
+        if not live:
+            return
+        bound = min(current[i].column("id")[-1].as_py() for i in live)
+        ready = []
+        for i in live:
+            upto = pc.sum(pc.less_equal(current[i].column("id"), bound)).as_py() or 0
+            ready.append(current[i].slice(0, upto))
+            current[i] = current[i].slice(upto)
+        yield from pa.Table.from_batches(ready, schema).sort_by("id").to_batches()
 
 
 # ---------------------------------------------------------------------------------------------- outputs

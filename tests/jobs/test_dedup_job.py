@@ -138,6 +138,26 @@ def test_a_huge_bucket_is_split_and_gives_linear_candidate_pairs(spark):
     assert all(_root(parent, a) == "doc00000" for a, _ in edges)  # still one component
 
 
+def test_sorted_streams_merge_into_one_sorted_stream():
+    import random
+
+    import pyarrow as pa
+
+    from jobs.dedup import merged_by_id
+
+    rng = random.Random(3)
+    schema = pa.schema([("id", pa.string()), ("stream", pa.int64())])
+    streams, everything = [], []
+    for stream in range(3):
+        ids = sorted(f"doc{rng.randrange(500):03d}" for _ in range(rng.choice([0, 40, 300])))
+        cuts = sorted(rng.sample(range(len(ids) + 1), min(4, len(ids) + 1)))
+        streams.append([pa.RecordBatch.from_pydict({"id": ids[a:b], "stream": [stream] * (b - a)}, schema=schema)
+                        for a, b in zip([0, *cuts], [*cuts, len(ids)])])
+        everything += [(i, stream) for i in ids]
+    merged = [(r["id"], r["stream"]) for b in merged_by_id(streams, schema) for r in b.to_pylist()]
+    assert merged == sorted(everything)  # by id, and on equal ids the earlier stream first
+
+
 def _root(parent: dict, node: str) -> str:
     while node in parent:
         node = parent[node]
