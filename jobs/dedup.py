@@ -401,7 +401,7 @@ def judge_on_driver(comps: pa.Table, alive: DataFrame, cfg: DedupConfig, verify:
     spark = alive.sparkSession
     schema = "id string, near_rep string, near_others long"
     if comps.num_rows == 0:
-        return spark.createDataFrame([], schema)
+        return F.broadcast(spark.createDataFrame([], schema))
     wanted = F.broadcast(spark.createDataFrame(comps))
     members = alive.select("id", "signature", "quality", "length").join(wanted, "id").toArrow()
     members = members.sort_by("id").select(["root", "id", "signature", "quality", "length"])
@@ -419,7 +419,7 @@ def judge_on_driver(comps: pa.Table, alive: DataFrame, cfg: DedupConfig, verify:
     near_others = [others.get(name, 0) if survivor else None for name, survivor in zip(names.tolist(), is_survivor)]
     table = pa.table({"id": ids, "near_rep": pa.array(near_rep.tolist(), pa.string()),
                       "near_others": pa.array(near_others, pa.int64())})
-    return spark.createDataFrame(table, schema)
+    return F.broadcast(spark.createDataFrame(table, schema))  # a frame made from Arrow has no size estimate
 
 
 def connected_components(edges: DataFrame, checkpoint_dir: str | None = None,
