@@ -465,9 +465,9 @@ def main() -> None:
     if args.grid:
         settings += [(f"words only (code_ngram=0), word share {w}", replace(default, code_ngram=0, code_min_word_fraction=w))
                      for w in (0.0, 0.15)]
-        settings += [(f"word share {w}, shape {n}-grams, share {f}", replace(default, code_min_word_fraction=w,
-                                                                            code_ngram=n, code_min_fraction=f))
-                     for w in (0.1, 0.15, 0.2) for n in (16, 24, 32) for f in (0.3, 0.35, 0.4)]
+        settings += [(f"word share {w}", replace(default, code_min_word_fraction=w)) for w in (0.1, 0.2)]
+        settings += [(f"shape {n}-grams, share {f}", replace(default, code_ngram=n, code_min_fraction=f))
+                     for n in (16, 24, 32) for f in (0.3, 0.35, 0.4)]
     rows = []
     if args.baseline_rev:
         try:
