@@ -5,7 +5,7 @@ The Hugging Face encoder spends about half its time in its regular-expression sp
 PRETOKENIZE_PATTERN then byte-level mapping, a plain BPE model) this encoder gives the same ids, about twice
 as fast on code and prose:
   1. split every text of a batch with PRETOKENIZE_PATTERN (the `regex` package's engine);
-  2. give each distinct piece of the batch a number (source code repeats its pieces a lot);
+  2. give each distinct piece of the batch a number (source code repeats its pieces a lot; Arrow's hashing);
   3. encode the distinct pieces once, as one pre-tokenised sequence, with the same BPE model behind the
      byte-level mapping only, and read each piece's ids from the encoding's word ids;
   4. gather every document's ids from its piece numbers (numpy).
@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import chain
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
 from tokenizer.train import PRETOKENIZE_PATTERN
@@ -92,14 +95,16 @@ class PieceEncoder:
 
     def _encode_split(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         split = [self._split(text) for text in texts]
-        numbers: dict[str, int] = {}
-        codes = np.fromiter((numbers.setdefault(p, len(numbers)) for pieces in split for p in pieces), dtype=np.int64)
         pieces_per_text = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
-        if not numbers:
+        if not pieces_per_text.any():
             return np.zeros(len(texts) + 1, dtype=np.int64), np.zeros(0, dtype=np.int32)
-        encoding = self._pieces.encode(list(numbers), is_pretokenized=True, add_special_tokens=False)
+        # Numbered by Arrow's hash table (C++), a Python dict costing twice as much per piece.
+        numbered = pc.dictionary_encode(pa.array(list(chain.from_iterable(split)), pa.string()))
+        codes = numbered.indices.to_numpy().astype(np.int64)
+        distinct = numbered.dictionary.to_pylist()
+        encoding = self._pieces.encode(distinct, is_pretokenized=True, add_special_tokens=False)
         distinct_ids = np.asarray(encoding.ids, dtype=np.int32)
-        piece_lengths = np.bincount(np.asarray(encoding.word_ids, dtype=np.int64), minlength=len(numbers))
+        piece_lengths = np.bincount(np.asarray(encoding.word_ids, dtype=np.int64), minlength=len(distinct))
         piece_starts = _starts(piece_lengths)
         lengths = piece_lengths[codes]
         out_starts = _starts(lengths)
