@@ -550,7 +550,10 @@ def _pack_and_write(stage: StageConfig, phase: PhaseConfig, total: int, copies: 
     source_index = {s: i for i, s in enumerate(sources)}
     pieces = train.unionByName(held).mapInArrow(
         _pieces(total, num_sequences, stage.shard_sequences, source_index), from_arrow_schema(PIECES))
-    fat = docs.select("id", "framed", "tokens", "loss_mask")
+    # Only the documents the phase uses cross the shuffle with their tokens (a phase takes a share of the
+    # candidates): a semi-join on the broadcast ids of the copies drops the rest where they are read.
+    used = F.broadcast(copies.select("id").distinct())
+    fat = docs.select("id", "framed", "tokens", "loss_mask").join(used, "id", "left_semi")
     folder = posixpath.join(tmp, stage.name, phase.name)
     ids = TokenizerFiles.special_ids(tok, stage)
     pack = _pack_shard(stage.seq_len, num_sequences, stage.shard_sequences, ids, stage.kind == "sft", folder,
