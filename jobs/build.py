@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
@@ -339,20 +340,24 @@ def _repo_documents(tokenizer_uri: str, limit: int):
         tokenizer = _load_tokenizer(tokenizer_uri)
         # Rows arrive in whatever order the shuffle gave; sorted by id, files with the same path (vendored
         # copies) keep one order whatever the partitioning (group_repo_files' sort by path is stable).
-        rows = sorted(table.to_pylist(), key=lambda r: r["id"])
+        table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+        rows = table.drop_columns(["tokens"]).to_pylist()  # the token lists stay numpy: never Python ints
+        file_tokens = table["tokens"].combine_chunks()
+        flat = file_tokens.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        bounds = file_tokens.offsets.to_numpy()
         repo = rows[0]["repo"]
         paths = [repo_path(r["uri"] or r["id"], repo) for r in rows]
-        headers = {}
-        sizes = []
-        for r, path in zip(rows, paths):
-            headers[path] = {first: tokenizer.encode(file_header(path, first), add_special_tokens=False).ids
-                             for first in (True, False)}
-            sizes.append(len(headers[path][False]) + r["num_tokens"])
-        out = []
+        distinct = sorted(set(paths))
+        encoded = tokenizer.encode_batch_fast(
+            [file_header(path, first) for path in distinct for first in (True, False)], add_special_tokens=False)
+        headers = {path: {first: np.asarray(encoded[2 * k + (not first)].ids, dtype=np.int32) for first in (True, False)}
+                   for k, path in enumerate(distinct)}
+        sizes = [len(headers[path][False]) + r["num_tokens"] for r, path in zip(rows, paths)]
+        out, token_parts = [], []
         for k, group in enumerate(group_repo_files(paths, sizes, limit)):
-            tokens: list[int] = []
-            for n, i in enumerate(group):
-                tokens += headers[paths[i]][n == 0] + list(rows[i]["tokens"])
+            parts = [part for n, i in enumerate(group)
+                     for part in (headers[paths[i]][n == 0], flat[bounds[i]:bounds[i + 1]])]
+            token_parts.append(np.concatenate(parts))
             weights = {i: rows[i]["num_tokens"] or 1 for i in group}
             total = sum(weights.values())
             by_domain: dict[str, int] = {}
@@ -366,12 +371,22 @@ def _repo_documents(tokenizer_uri: str, limit: int):
                 "domain": min(by_domain, key=lambda d: (-by_domain[d], d or "")),
                 "tier": round(sum((rows[i]["tier"] or 0) * weights[i] for i in group) / total),
                 "difficulty": sum((rows[i]["difficulty"] or 0.5) * weights[i] for i in group) / total,
-                "cost": len(tokens) + FRAMING_TOKENS, "framed": False,
-                "members": sorted(rows[i]["id"] for i in group), "tokens": tokens, "loss_mask": None,
+                "cost": len(token_parts[-1]) + FRAMING_TOKENS, "framed": False,
+                "members": sorted(rows[i]["id"] for i in group), "tokens": None, "loss_mask": None,
             })
-        return pa.Table.from_pylist(out, schema=PHASE_DOCS)
+        made = pa.Table.from_pylist(out, schema=PHASE_DOCS)
+        return made.set_column(PHASE_DOCS.get_field_index("tokens"), PHASE_DOCS.field("tokens"),
+                               _list_column(token_parts, PHASE_DOCS.field("tokens").type))
 
     return make
+
+
+def _list_column(parts: list[np.ndarray], list_type: pa.DataType) -> pa.Array:
+    """One list per numpy array, built from offsets and the arrays joined: no Python int per value."""
+    offsets = np.zeros(len(parts) + 1, dtype=np.int32)
+    np.cumsum([len(p) for p in parts], out=offsets[1:])
+    values = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, type=list_type.value_type), type=list_type)
 
 
 def _sft_documents(spark: SparkSession, cfg, stage: StageConfig, phase: PhaseConfig, tok: TokenizerFiles):
@@ -452,13 +467,14 @@ def _bucketize(phase: PhaseConfig, seed: int):
     """mapInArrow: each document's bucket in the phase (or null) and its selection key."""
 
     def assign(batches):
+        bucket_of = functools.lru_cache(maxsize=None)(phase.bucket_of)  # few (domain, tier, source) triples
         for batch in batches:
             cols = batch.to_pydict()
             buckets, keys = [], []
             for doc_id, source, domain, tier, cost in zip(
                 cols["id"], cols["source"], cols["domain"], cols["tier"], cols["cost"]
             ):
-                buckets.append(phase.bucket_of(domain, tier, source))
+                buckets.append(bucket_of(domain, tier, source))
                 keys.append(selection_key(seed, phase.name, doc_id, cost, phase.length_bias))
             cols["bucket"], cols["skey"] = buckets, keys
             cols["_bin"] = [key_bin(k) for k in keys]
@@ -534,7 +550,10 @@ def _pack_and_write(stage: StageConfig, phase: PhaseConfig, total: int, copies: 
     source_index = {s: i for i, s in enumerate(sources)}
     pieces = train.unionByName(held).mapInArrow(
         _pieces(total, num_sequences, stage.shard_sequences, source_index), from_arrow_schema(PIECES))
-    fat = docs.select("id", "framed", "tokens", "loss_mask")
+    # Only the documents the phase uses cross the shuffle with their tokens (a phase takes a share of the
+    # candidates): a semi-join on the broadcast ids of the copies drops the rest where they are read.
+    used = F.broadcast(copies.select("id").distinct())
+    fat = docs.select("id", "framed", "tokens", "loss_mask").join(used, "id", "left_semi")
     folder = posixpath.join(tmp, stage.name, phase.name)
     ids = TokenizerFiles.special_ids(tok, stage)
     pack = _pack_shard(stage.seq_len, num_sequences, stage.shard_sequences, ids, stage.kind == "sft", folder,

@@ -10,17 +10,18 @@ as fast on code and prose:
      byte-level mapping only, and read each piece's ids from the encoding's word ids;
   4. gather every document's ids from its piece numbers (numpy).
 
-The two engines agree on every character below U+0558 (tests/tokenizer/test_pieces.py checks every one
-in several contexts), but Unicode versions differ between them above it (characters assigned in recent
-versions are letters to one and not the other). So a document with a character at or above U+0558, or
-holding the text of an added token (the trace markers are split out before BPE), goes to the Hugging
-Face encoder itself, the reference. A tokenizer laid out otherwise (a loaded Llama tokenizer, the NFC
+The two engines follow different Unicode versions: characters assigned in Unicode 16 and 17 are letters
+to one and unassigned to the other. They agree on every other character of the Basic Multilingual Plane
+(tests/tokenizer/test_pieces.py checks each one in several contexts). So a document with one of those
+newer characters or any character beyond the BMP (emoji, rare scripts), or holding the text of an added
+token (the trace markers are split out before BPE), goes to the Hugging Face encoder itself, the reference. A tokenizer laid out otherwise (a loaded Llama tokenizer, the NFC
 normaliser) uses the reference throughout: `PieceEncoder.for_tokenizer` returns None.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from itertools import chain
 
@@ -31,8 +32,12 @@ from tokenizers import Tokenizer
 
 from tokenizer.train import PRETOKENIZE_PATTERN
 
-AGREED_BELOW = "\u0558"
-"""The first character on which the `regex` package and the tokenizers library's engine may disagree."""
+UNAGREED = re.compile(
+    "[\u0558\u058b-\u058c\u088f\u0c5c\u0cdc\u208f\u209d-\u209f\ua7ce-\ua7cf\ua7d2\ua7d4\ua7dd\ua7e2"
+    "\ua7f1\uab6c-\uab6d\U00010000-\U0010ffff]"
+)
+"""Characters on which the `regex` package and the tokenizers library's engine may disagree: the BMP's
+characters new in Unicode 16 and 17 (found by comparing the two on every code point) and all beyond it."""
 
 _BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
 _SPLIT = {"type": "Split", "pattern": {"Regex": PRETOKENIZE_PATTERN}, "behavior": "Isolated", "invert": False}
@@ -115,11 +120,11 @@ class PieceEncoder:
 
 def _reference_only(added: list[str]) -> Callable[[str], bool]:
     """Whether a text must take the reference encoder: a character the engines may disagree on, or an
-    added token's text. Plain substring tests (C speed; a regular expression of 256 alternatives is not)."""
+    added token's text (substring tests: C speed, where a regular expression of 256 alternatives is not)."""
     prefixes = sorted({a[:2] for a in added})
 
     def reference_only(text: str) -> bool:
-        if not text.isascii() and max(text) >= AGREED_BELOW:
+        if not text.isascii() and UNAGREED.search(text):
             return True
         return any(p in text for p in prefixes) and any(a in text for a in added)
 
