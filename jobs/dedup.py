@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import json
 import math
+import posixpath
 import tempfile
 from dataclasses import asdict
 
 import fsspec
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark import AccumulatorParam, StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -28,13 +31,18 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from jobs.common import (
     JobResult,
+    hash_bucketed_parts,
     input_hash,
     job_main,
+    map_parts,
+    part_name,
     read_upstream_documents,
     run_job,
     upstream_jobs,
     write_parquet_table,
+    write_part,
 )
+from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig
 from pipeline.dedup.boilerplate import boilerplate_threshold
 from pipeline.dedup.clusters import agreement, components, judge_cluster_batch
@@ -61,6 +69,8 @@ REPORT = "report.json"
 PASSTHROUGH = ("id", "source", "length", "quality")
 SAMPLE_MEMBERS = 20
 """Members listed per sample cluster in the report (the smallest ids: a bounded aggregate)."""
+REWRITE_BATCH_ROWS = 10_000
+"""Documents per Arrow batch of the part-to-part rewrite (Spark's own batches are 10,000 rows too)."""
 
 
 def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult:
@@ -89,7 +99,11 @@ def _dedup(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
     result = dedup_documents(spark, docs, cfg.dedup, checkpoint_dir=checkpoints)
     try:
         write_parquet_table(result.clusters, f"{tmp}/clusters", files)
-        write_parquet_table(result.survivors, f"{tmp}/documents", files)
+        parts = _upstream_parts(cfg)
+        if parts is None:  # an upstream laid out otherwise (written by hand, or by an older rnj): join, shuffle
+            write_parquet_table(result.survivors, f"{tmp}/documents", files)
+        else:  # part to part: the text is read once more and never shuffled
+            rewrite_part_to_part(spark, result, parts, f"{tmp}/clusters", f"{tmp}/documents", files)
         result.finish()
         ledger = _ledger_from_counts(result.source_counts, result.rewrite_drops)
         ledger.extra = {"rounds": {name: {k: v for k, v in r.items() if k in ("in", "out", "dropped")}
@@ -107,7 +121,7 @@ class DedupResult:
     """What `dedup_documents` computed: lazy DataFrames (persisted where reused), the report so far, and
     what the rewrite pass adds to it once `survivors` has been computed (`finish`)."""
 
-    def __init__(self, survivors, rewritten, clusters, status, report, persisted, finish):
+    def __init__(self, survivors, rewritten, clusters, status, report, persisted, finish, rewrite, schema):
         self.survivors: DataFrame = survivors
         self.rewritten: DataFrame = rewritten
         self.clusters: DataFrame = clusters
@@ -118,6 +132,11 @@ class DedupResult:
         self.rewrite_drops: dict = {}
         self._persisted = persisted
         self._finish = finish
+        self.rewrite = rewrite
+        """The rewrite pass's function over an iterator of Arrow batches of surviving documents (`schema`),
+        to run inside a Spark task: it reports its statistics through the result's accumulator."""
+        self.schema: pa.Schema = schema
+        """The Arrow schema of the input documents, and of `survivors`."""
 
     def finish(self) -> None:
         """Fold the rewrite pass's statistics into the report (call after `survivors` was computed)."""
@@ -140,12 +159,15 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
     """All four rounds over `docs` (any DataFrame holding the document columns). `checkpoint_dir` holds the
     reliable checkpoints of distributed connected components (a temporary folder when None)."""
     bands, rows = bands_and_rows(cfg.near)
-    feats = _exact_round(_features(docs, cfg, bands, rows), cfg).persist(StorageLevel.MEMORY_AND_DISK)
+    # Both sides of the exact round (its group-by and its join) read the features: persisted, the text is
+    # read and shingled once, not twice.
+    features = _features(docs, cfg, bands, rows).persist(StorageLevel.MEMORY_AND_DISK)
+    feats = _exact_round(features, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     alive = feats.where(F.col("id") == F.col("exact_rep"))
     near, near_report, persisted = _near_round(alive, cfg, bands, rows, checkpoint_dir)
     status = _cluster_status(feats, near).persist(StorageLevel.MEMORY_AND_DISK)
 
-    counts, cluster_sizes = _tallies(status, cfg.sample_clusters)
+    counts, cluster_sizes, line_counts = _tallies(status, cfg)
     by_reason: dict = {}
     for r in counts:
         by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["count"]
@@ -158,7 +180,7 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
     }}
     _add_cluster_reports(report, cluster_sizes, cfg.sample_clusters)
 
-    boilerplate, top_hashes, threshold = _boilerplate_lines(status, cfg, after_near)
+    boilerplate, top_hashes, threshold = _boilerplate_lines(line_counts, cfg, after_near)
     eval_ngrams, eval_sets = (load_eval_ngrams(cfg.decontaminate) if cfg.decontaminate.enabled
                               else (empty_eval_ngrams(), []))
     sc = spark.sparkContext
@@ -166,7 +188,8 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
     stats = sc.accumulator({}, _ByPartition())
     kept_ids = status.where(F.col("reason").isNull()).select("id")
     alive_docs = docs.join(kept_ids, "id")
-    rewritten = alive_docs.mapInArrow(_rewrite(cfg, shared, stats), from_arrow_schema(_rewrite_schema(alive_docs)))
+    rewrite = _rewrite(cfg, shared, stats)
+    rewritten = alive_docs.mapInArrow(rewrite, from_arrow_schema(_rewrite_schema(alive_docs)))
     survivors = rewritten.where(F.col("dedup_reason").isNull()).select(*docs.columns)
     clusters = status.where(F.col("cluster_id").isNotNull()).select(
         "id", "cluster_id", "round", F.col("reason").isNull().alias("kept"))
@@ -179,7 +202,8 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
         result.rewrite_drops = merged.dropped
         shared.unpersist()
 
-    return DedupResult(survivors, rewritten, clusters, status, report, [feats, status, *persisted], finish)
+    return DedupResult(survivors, rewritten, clusters, status, report, [features, feats, status, *persisted], finish,
+                       rewrite, to_arrow_schema(survivors.schema))
 
 
 def top_hashes_array(top: list[tuple[int, int]]) -> np.ndarray:
@@ -289,12 +313,14 @@ def _near_round(alive: DataFrame, cfg: DedupConfig, bands: int, rows: int,
                                            for r in giant_rows]}
     edges = scored.where(verified).select("a", "b")
     if report["verified_pairs"] <= near.driver_max_edges:
-        comps, iterations = components_on_driver(edges), 0
-        report["components"] = "driver"
+        table = component_table(edges)
+        report["components"], report["cc_iterations"] = "driver", 0
+        if fits_on_driver(table, cfg):
+            return judge_on_driver(table, alive, cfg, verify), report, [scored]
+        comps = alive.sparkSession.createDataFrame(table)
     else:
         comps, iterations = connected_components(edges, checkpoint_dir, report["verified_pairs"])
-        report["components"] = "distributed"
-    report["cc_iterations"] = iterations
+        report["components"], report["cc_iterations"] = "distributed", iterations
     judged = judge_clusters(comps, alive, cfg, verify)
     return judged, report, [scored]
 
@@ -345,15 +371,55 @@ def _jaccard_fn(num_perm: int):
 
 def components_on_driver(edges: DataFrame) -> DataFrame:
     """(id, root) of every node of the graph, clustered on the driver with scipy (one Spark job)."""
-    spark = edges.sparkSession
+    return edges.sparkSession.createDataFrame(component_table(edges))
+
+
+def component_table(edges: DataFrame) -> pa.Table:
+    """`components_on_driver` as an Arrow table on the driver."""
     table = edges.toArrow()
     nodes = pa.chunked_array([table.column("a"), table.column("b")]).combine_chunks() if table.num_rows else \
         pa.array([], pa.string())
     names, index = np.unique(np.asarray(nodes.to_pylist(), dtype=object), return_inverse=True)
     half = table.num_rows
     labels = components(index[:half], index[half:], len(names))
-    frame = pa.table({"id": pa.array(names.tolist(), pa.string()), "root": pa.array(names[labels].tolist(), pa.string())})
-    return spark.createDataFrame(frame)
+    return pa.table({"id": pa.array(names.tolist(), pa.string()), "root": pa.array(names[labels].tolist(), pa.string())})
+
+
+def fits_on_driver(comps: pa.Table, cfg: DedupConfig) -> bool:
+    """Can the clusters of `comps` (id, root) be judged on the driver exactly as `judge_clusters` judges
+    them: few enough members for their signatures, and no cluster so large that it would be sampled."""
+    if comps.num_rows > cfg.near.driver_max_members:
+        return False
+    sizes = pc.value_counts(comps.column("root")).field("counts")
+    return len(sizes) == 0 or pc.max(sizes).as_py() <= cfg.survivor.max_exact_members
+
+
+def judge_on_driver(comps: pa.Table, alive: DataFrame, cfg: DedupConfig, verify: float) -> DataFrame:
+    """`judge_clusters` on the driver for components already there: one Spark job fetches the members'
+    signatures (the components broadcast, no shuffle), the same functions judge every cluster, and the
+    outcome goes back as a small table (joined by broadcast too)."""
+    spark = alive.sparkSession
+    schema = "id string, near_rep string, near_others long"
+    if comps.num_rows == 0:
+        return F.broadcast(spark.createDataFrame([], schema))
+    wanted = F.broadcast(spark.createDataFrame(comps))
+    members = alive.select("id", "signature", "quality", "length").join(wanted, "id").toArrow()
+    members = members.sort_by("id").select(["root", "id", "signature", "quality", "length"])
+    picks = judge_cluster_batch(members.combine_chunks().to_batches()[0], cfg.survivor.rule, cfg.near.num_perm)
+    ids, survivors = picks.column("id"), picks.column("survivor")
+    own = binary_matrix(members.column("signature"), np.uint32, cfg.near.num_perm)
+    theirs = binary_matrix(picks.column("survivor_signature"), np.uint32, cfg.near.num_perm)
+    is_survivor = np.asarray(pc.equal(ids, survivors).to_numpy(zero_copy_only=False), dtype=bool)
+    attached = is_survivor | (agreement(own, theirs) >= verify)
+    names = np.asarray(ids.to_pylist(), dtype=object)
+    survivor_names = np.asarray(survivors.to_pylist(), dtype=object)
+    counted, counts = np.unique(survivor_names[attached & ~is_survivor], return_counts=True)
+    others = dict(zip(counted.tolist(), counts.tolist()))
+    near_rep = np.where(attached, survivor_names, None)
+    near_others = [others.get(name, 0) if survivor else None for name, survivor in zip(names.tolist(), is_survivor)]
+    table = pa.table({"id": ids, "near_rep": pa.array(near_rep.tolist(), pa.string()),
+                      "near_others": pa.array(near_others, pa.int64())})
+    return F.broadcast(spark.createDataFrame(table, schema))  # a frame made from Arrow has no size estimate
 
 
 def connected_components(edges: DataFrame, checkpoint_dir: str | None = None,
@@ -476,10 +542,12 @@ def _cluster_status(feats: DataFrame, near: DataFrame) -> DataFrame:
                        F.when(clustered, round_).alias("round"), "line_hashes")
 
 
-def _tallies(status: DataFrame, sample: int) -> tuple[list, list]:
-    """One Spark job for the ledger and the cluster reports: ((source, reason, count) rows, and per round
-    and cluster size (near, size, count, first) rows where `first` holds the `sample` clusters of that
-    size with the smallest ids, each with its smallest member ids)."""
+def _tallies(status: DataFrame, cfg: DedupConfig) -> tuple[list, list, list]:
+    """One Spark job for the ledger, the cluster reports and the boilerplate lines: ((source, reason, count)
+    rows; per round and cluster size (near, size, count, first) rows where `first` holds the
+    `sample_clusters` clusters of that size with the smallest ids, each with its smallest member ids; and
+    (h, count) of the lines in more surviving documents than the boilerplate threshold)."""
+    sample = cfg.sample_clusters
     counts = status.groupBy("source", "reason").count()
     clusters = status.where(F.col("cluster_id").isNotNull()).groupBy("cluster_id").agg(
         F.count("*").alias("size"), F.max((F.col("round") == NEAR).cast("int")).alias("near"),
@@ -487,9 +555,25 @@ def _tallies(status: DataFrame, sample: int) -> tuple[list, list]:
     sizes = clusters.groupBy("near", "size").agg(
         F.count("*").alias("count"),
         F.min_by(F.struct("cluster_id", "members"), F.col("cluster_id"), max(sample, 1)).alias("first"))
-    rows = counts.withColumn("tally", F.lit("reasons")).unionByName(
-        sizes.withColumn("tally", F.lit("clusters")), allowMissingColumns=True).collect()
-    return ([r for r in rows if r["tally"] == "reasons"], [r for r in rows if r["tally"] == "clusters"])
+    tallies = counts.withColumn("tally", F.lit("reasons")).unionByName(
+        sizes.withColumn("tally", F.lit("clusters")), allowMissingColumns=True)
+    if cfg.boilerplate.enabled:
+        tallies = tallies.unionByName(_frequent_lines(status, cfg).withColumn("tally", F.lit("lines")),
+                                      allowMissingColumns=True)
+    rows = tallies.collect()
+    return tuple([r for r in rows if r["tally"] == kind] for kind in ("reasons", "clusters", "lines"))
+
+
+def _frequent_lines(status: DataFrame, cfg: DedupConfig) -> DataFrame:
+    """(h, count) of the candidate lines in more surviving documents than `boilerplate_threshold` of the
+    survivors' count, computed in the same query (so that the tallies need no second job)."""
+    kept = status.where(F.col("reason").isNull())
+    survivors = kept.agg(F.count("*").alias("survivors"))
+    rate = F.lit(float(cfg.boilerplate.max_documents_per_million)) * F.col("survivors").cast("double") / F.lit(1e6)
+    threshold = F.greatest(F.lit(cfg.boilerplate.min_documents).cast("long"), F.floor(rate).cast("long"))
+    lines = kept.select(F.explode("line_hashes").alias("h")).groupBy("h").count()
+    return lines.crossJoin(survivors).where(F.col("count") > threshold).select(
+        "h", F.col("count").alias("documents"))
 
 
 def _add_cluster_reports(report: dict, cluster_sizes: list, sample: int) -> None:
@@ -511,15 +595,15 @@ def _add_cluster_reports(report: dict, cluster_sizes: list, sample: int) -> None
 # ---------------------------------------------------------------------------------------------- rewrite
 
 
-def _boilerplate_lines(status: DataFrame, cfg: DedupConfig,
+def _boilerplate_lines(line_counts: list, cfg: DedupConfig,
                        alive: int) -> tuple[np.ndarray, list[tuple[int, int]], int]:
-    """(sorted uint64 hashes of boilerplate lines, top (hash, documents), the document threshold)."""
+    """(sorted uint64 hashes of boilerplate lines, top (hash, documents), the document threshold), from
+    the (h, documents) rows `_tallies` collected."""
     threshold = boilerplate_threshold(cfg.boilerplate, alive)
     if not cfg.boilerplate.enabled:
         return np.zeros(0, np.uint64), [], threshold
-    counts = (status.where(F.col("reason").isNull()).select(F.explode("line_hashes").alias("h"))
-              .groupBy("h").count().where(F.col("count") > threshold))
-    rows = sorted(((r["h"], r["count"]) for r in counts.collect()), key=lambda x: (-x[1], x[0]))
+    counted = ((r["h"], r["documents"]) for r in line_counts)
+    rows = sorted(((h, n) for h, n in counted if n > threshold), key=lambda x: (-x[1], x[0]))
     hashes = np.unique(np.array([h for h, _ in rows], dtype=np.int64).view(np.uint64))
     return hashes, rows[: cfg.boilerplate.report_top], threshold
 
@@ -566,6 +650,98 @@ def _add_rewrite_reports(report, stats: RewriteStats, cfg, boilerplate_lines, th
         "matched_documents": stats.hit, "spans_removed": stats.spans if cfg.decontaminate.action == "remove_span" else 0,
         "sample_dropped": stats.contaminated_sample,
     }
+
+
+def _upstream_parts(cfg: BuildConfig) -> list[list[str]] | None:
+    """Per upstream documents table, its part files 0 .. output_files-1, when every one was laid out by
+    write_parquet_table with `output_files` files by id (as the jobs write them); else None."""
+    tables = []
+    for name in upstream_jobs(cfg, JOB):
+        parts = hash_bucketed_parts(JobOutput(cfg.build.output, name).child("documents"), cfg.build.output_files)
+        if parts is None:
+            return None
+        tables.append(parts)
+    return tables
+
+
+def rewrite_part_to_part(spark: SparkSession, result: DedupResult, upstream: list[list[str]], clusters_uri: str,
+                         out_uri: str, files: int) -> None:
+    """Write the survivors as write_parquet_table would, with no shuffle: upstream part i holds exactly
+    the ids of output part i (same hash, same number of files), and the written clusters' part i lists
+    which of them were dropped (`kept` false). One task per part reads its upstream parts, leaves the
+    dropped out, rewrites the rest and writes part i: the same rows, in the same order, the same bytes."""
+    task = _part_rewriter(result.rewrite, upstream, clusters_uri, out_uri, result.schema, files)
+    schema = pa.schema([("part", pa.int32()), ("rows", pa.int64())])
+    map_parts(spark, upstream[0], task, schema).collect()
+
+
+def _part_rewriter(rewrite, upstream: list[list[str]], clusters_uri: str, out_uri: str, schema: pa.Schema,
+                   files: int):
+    """The mapInArrow function of `rewrite_part_to_part`: (part, uri) rows in, (part, rows written) out."""
+
+    def rewrite_parts(tasks):
+        for task in tasks:
+            for part in task.column("part").to_pylist():
+                dropped = _dropped_ids(posixpath.join(clusters_uri, part_name(part)))
+                alive = _alive_batches([table[part] for table in upstream], schema, dropped)
+                survivors = (b.filter(pc.is_null(b.column("dedup_reason"))).select(schema.names)
+                             for b in rewrite(alive))
+                rows = write_part(out_uri, part, schema, survivors, "id", files)
+                yield pa.RecordBatch.from_pydict({"part": [part], "rows": [rows]},
+                                                 schema=pa.schema([("part", pa.int32()), ("rows", pa.int64())]))
+
+    return rewrite_parts
+
+
+def _dropped_ids(uri: str) -> pa.Array:
+    """The ids a written clusters part marks as not kept (the exact and near rounds' drops)."""
+    with fsspec.open(uri, "rb") as f:
+        table = pq.read_table(f, columns=["id", "kept"])
+    return table.filter(pc.invert(table.column("kept"))).column("id").combine_chunks()
+
+
+def _alive_batches(uris: list[str], schema: pa.Schema, dropped: pa.Array):
+    """The rows of the upstream parts `uris` whose id is not in `dropped`, in `schema` (columns an upstream
+    lacks are null), in id order: each part is sorted already, so one is streamed and several are merged
+    as they stream."""
+    def conformed(batch: pa.RecordBatch) -> pa.RecordBatch:
+        batch = batch.filter(pc.invert(pc.is_in(batch.column("id"), value_set=dropped)))
+        columns = [batch.column(f.name).cast(f.type) if f.name in batch.schema.names
+                   else pa.nulls(batch.num_rows, f.type) for f in schema]
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    def read(uri: str):
+        with fsspec.open(uri, "rb") as f:
+            yield from (conformed(b) for b in pq.ParquetFile(f).iter_batches(batch_size=REWRITE_BATCH_ROWS))
+
+    if len(uris) == 1:
+        yield from read(uris[0])
+        return
+    yield from merged_by_id([read(uri) for uri in uris], schema)
+
+
+def merged_by_id(streams: list, schema: pa.Schema):
+    """One stream of batches sorted by id from `streams` of batches each sorted by id, holding about one
+    batch per stream: each round emits every row up to the smallest of the streams' current last ids
+    (no row still to come can sort before it), sorted stably (on equal ids the earlier stream first)."""
+    streams = [iter(s) for s in streams]
+    current: list[pa.RecordBatch | None] = [None] * len(streams)
+    while True:
+        for i in range(len(streams)):
+            while streams[i] is not None and (current[i] is None or current[i].num_rows == 0):
+                current[i] = next(streams[i], None)
+                if current[i] is None:
+                    streams[i] = None
+        live = [i for i, batch in enumerate(current) if batch is not None]
+        if not live:
+            return
+        bound = min(current[i].column("id")[-1].as_py() for i in live)
+        ready = []
+        for i in live:
+            upto = pc.sum(pc.less_equal(current[i].column("id"), bound)).as_py() or 0
+            ready.append(current[i].slice(0, upto))
+            current[i] = current[i].slice(upto)
+        yield from pa.Table.from_batches(ready, schema).sort_by("id").to_batches()
 
 
 # ---------------------------------------------------------------------------------------------- outputs

@@ -64,6 +64,10 @@ class NearConfig:
     driver_max_edges: int = 2_000_000
     """Verified pairs up to this many are clustered on the driver (scipy's connected components, one
     Spark job); more are clustered by distributed large-star/small-star rounds with reliable checkpoints."""
+    driver_max_members: int = 500_000
+    """Clusters clustered on the driver whose members number up to this many are judged there too (their
+    signatures fetched in one Spark job: 256 MB at 128 permutations), with the same functions and outcome
+    as the distributed judging, which takes over beyond (or when a cluster would be sampled)."""
 
     def __post_init__(self) -> None:
         require(0 < self.threshold < 1, "near.threshold must lie strictly between 0 and 1")
@@ -82,6 +86,7 @@ class NearConfig:
         require(self.min_shingles >= 1, "near.min_shingles must be at least 1")
         require(self.max_bucket_size >= 2, "near.max_bucket_size must be at least 2")
         require(self.driver_max_edges >= 0, "near.driver_max_edges must be >= 0")
+        require(self.driver_max_members >= 0, "near.driver_max_members must be >= 0")
 
     @property
     def effective_recall_jaccard(self) -> float:

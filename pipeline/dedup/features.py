@@ -86,6 +86,16 @@ def shingle_kinds(domains: pa.Array, cfg: DedupConfig) -> np.ndarray:
 
 def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> Shingles:
     """Shingle hashes of every document: prose as words, code as tokens, each with its own n."""
+    parts = list(shingles_by_kind(texts, kinds, cfg))
+    if len(parts) == 1:
+        return parts[0][1]
+    if not parts:
+        return Shingles(np.zeros(0, np.int64), np.zeros(0, np.uint64), len(texts))
+    return _in_row_order(parts, len(texts))
+
+
+def shingles_by_kind(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig):
+    """(rows, their Shingles) per kind present in the batch (rows in order; all of them when one kind)."""
     makers = {
         PROSE: lambda t: prose_shingles(t, cfg.near.prose_ngram),
         NUMERIC: lambda t: prose_shingles(t, cfg.near.prose_ngram, map_digits=False),
@@ -93,16 +103,41 @@ def document_shingles(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> S
     }
     present = [kind for kind in makers if (kinds == kind).any()]
     if len(present) == 1:
-        return makers[present[0]](texts)
-    docs, hashes = [], []
+        yield np.arange(len(texts)), makers[present[0]](texts)
+        return
     for kind in present:
         rows = np.flatnonzero(kinds == kind)
-        part = makers[kind](texts.take(pa.array(rows)))
-        docs.append(rows[part.doc])
-        hashes.append(part.hash64)
-    doc = np.concatenate(docs) if docs else np.zeros(0, np.int64)
-    order = np.argsort(doc, kind="stable")
-    return Shingles(doc[order], np.concatenate(hashes)[order] if hashes else np.zeros(0, np.uint64), len(texts))
+        yield rows, makers[kind](texts.take(pa.array(rows)))
+
+
+def shingle_signatures(texts: pa.Array, kinds: np.ndarray, cfg: DedupConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(shingles per document, (documents, num_perm) MinHash signatures) of `document_shingles`, each kind's
+    documents signed apart and scattered back to their rows: a signature depends on its document's
+    shingles alone, so the shingles need no merging into row order."""
+    counts = np.zeros(len(texts), np.int64)
+    sigs = np.full((len(texts), cfg.near.num_perm), np.iinfo(np.uint32).max, np.uint32)
+    for rows, shingles in shingles_by_kind(texts, kinds, cfg):
+        counts[rows] = shingles.counts()
+        sigs[rows] = compiled_signatures(shingles.doc, shingles.hash32, len(rows), cfg.near.num_perm, cfg.near.seed)
+    return counts, sigs
+
+
+def _in_row_order(parts: list[tuple[np.ndarray, Shingles]], num_docs: int) -> Shingles:
+    """The shingles of disjoint row subsets (global rows, their shingles) merged into row order, each row's
+    shingles in their own order: one gather and no sort, since each row's shingles are contiguous in the
+    one subset that holds it."""
+    counts = np.zeros(num_docs, np.int64)
+    source_start = np.zeros(num_docs, np.int64)  # where each row's shingles start in the concatenation
+    base = 0
+    for rows, part in parts:
+        local = part.counts()
+        counts[rows] = local
+        source_start[rows] = base + np.cumsum(local) - local
+        base += len(part.doc)
+    target_start = np.cumsum(counts) - counts
+    gather = np.repeat(source_start - target_start, counts) + np.arange(base)
+    hashes = np.concatenate([part.hash64 for _, part in parts])[gather]
+    return Shingles(np.repeat(np.arange(num_docs, dtype=np.int64), counts), hashes, num_docs)
 
 
 def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows: int,
@@ -111,9 +146,7 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     texts = plain(batch.column("text"))
     kinds = shingle_kinds(batch.column("domain"), cfg)
     code = kinds == CODE
-    shingles = document_shingles(texts, kinds, cfg)
-    counts = shingles.counts()
-    sigs = compiled_signatures(shingles.doc, shingles.hash32, len(texts), cfg.near.num_perm, cfg.near.seed)
+    counts, sigs = shingle_signatures(texts, kinds, cfg)
     keys = band_keys(sigs, bands, rows)
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)

@@ -12,7 +12,16 @@ from pipeline.config import ConfigError, parse_build
 from pipeline.dedup.boilerplate import boilerplate_threshold, candidate_lines, line_hash, remove_lines
 from pipeline.dedup.config import BoilerplateConfig, DecontaminateConfig, DedupConfig
 from pipeline.dedup.decontaminate import contaminating_items, eval_ngrams, load_eval_ngrams, remove_spans
-from pipeline.dedup.features import CODE, NUMERIC, PROSE, exact_keys, shingle_kinds
+from pipeline.dedup.features import (
+    CODE,
+    NUMERIC,
+    PROSE,
+    document_shingles,
+    exact_keys,
+    shingle_kinds,
+    shingle_signatures,
+)
+from pipeline.dedup.minhash import compiled_signatures
 from pipeline.dedup.normalize import code_tokens, exact_form, prose_words
 from pipeline.dedup.rounds import pick_survivor, size_histogram
 
@@ -38,6 +47,22 @@ def test_exact_form_and_keys():
 def test_shingle_kinds_by_domain():
     kinds = shingle_kinds(pa.array(["code", "math", None, "trace", "general"]), DedupConfig())
     assert kinds.tolist() == [CODE, NUMERIC, PROSE, CODE, PROSE]
+
+
+def test_shingles_of_mixed_kinds_are_each_documents_own_in_row_order():
+    texts = ["def f(x):\n    return x + 1  # one two three", "Maths 12 and 13 plus 14 gives 39 here",
+             "", "Plain prose words, five of them at least, and more.", "x = [1, 2, 3]\nprint(x, sep='')",
+             "Another prose line with a few words in it."]
+    kinds = np.array([CODE, NUMERIC, PROSE, PROSE, CODE, NUMERIC], np.int8)
+    got = document_shingles(pa.array(texts), kinds, DedupConfig())
+    assert got.num_docs == len(texts) and (np.diff(got.doc) >= 0).all()
+    for row, text in enumerate(texts):
+        alone = document_shingles(pa.array([text]), kinds[row: row + 1], DedupConfig())
+        assert got.hash64[got.doc == row].tolist() == alone.hash64.tolist()
+    assert got.counts()[2] == 0 and got.counts()[[0, 1, 3, 4, 5]].min() > 0
+    counts, sigs = shingle_signatures(pa.array(texts), kinds, DedupConfig())
+    assert counts.tolist() == got.counts().tolist()
+    assert np.array_equal(sigs, compiled_signatures(got.doc, got.hash32, len(texts), 128, DedupConfig().near.seed))
 
 
 BANNER = "# Licensed under the Apache License, Version 2.0"
