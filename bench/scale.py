@@ -46,6 +46,11 @@ SEQ_LEN, GLOBAL_BATCH_TOKENS = 1024, 16_384
 # ---------------------------------------------------------------------------------------------- the build file
 
 
+def shuffle_partitions(documents: int) -> int:
+    """~25,000 documents (~70 MB of text) per shuffle partition: the 100K run's 4; at 1M, 4 ran out of heap."""
+    return max(4, -(-documents // 25_000))
+
+
 def output_files(documents: int) -> int:
     """Output files per table: ~6,000 documents (~18 MB of text) each, as the 100K run of the issue used 16."""
     return max(2, min(256, round(documents / 6250)))
@@ -385,6 +390,7 @@ def measure(args: argparse.Namespace, jobs: list[str]) -> dict:
     from pipeline.config import load_build
 
     cfg = load_build(str(config))
+    os.environ.setdefault("RNJ_SHUFFLE_PARTITIONS", str(shuffle_partitions(args.documents)))
     spark, started = start_spark(args.master, out / "events")
     cores = executor_cores(spark)
     report: dict = {"documents": args.documents, "master": spark.sparkContext.master, "cores": cores,

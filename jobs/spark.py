@@ -44,7 +44,7 @@ def _local_builder(master: str, app_name: str, ui: bool) -> SparkSession.Builder
         "spark.driver.bindAddress": LOOPBACK,
         "spark.ui.enabled": str(ui).lower(),
         "spark.ui.host": LOOPBACK,
-        "spark.sql.shuffle.partitions": str(max(4, 2 * cores)),
+        "spark.sql.shuffle.partitions": os.environ.get("RNJ_SHUFFLE_PARTITIONS", str(max(4, 2 * cores))),
         "spark.default.parallelism": str(max(4, 2 * cores)),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.session.timeZone": "UTC",
