@@ -165,6 +165,8 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
     feats = _exact_round(features, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     alive = feats.where(F.col("id") == F.col("exact_rep"))
     near, near_report, persisted = _near_round(alive, cfg, bands, rows, checkpoint_dir)
+    if cfg.near.enabled:  # its first job cached every partition of `feats`: the features' memory back
+        features.unpersist()
     status = _cluster_status(feats, near).persist(StorageLevel.MEMORY_AND_DISK)
 
     counts, cluster_sizes, line_counts = _tallies(status, cfg)
