@@ -415,7 +415,8 @@ def span_check(corpus: Corpus, cfg: DecontaminateConfig) -> tuple[int, int, int,
     """(leaks caught, of them cut clean, of them dropped for want of text, share of host lines kept)."""
     find, table = finder([it.text for it in corpus.items], cfg)
     found = find([leak.text for leak in corpus.leaks])
-    strict = replace(cfg, min_ngrams=1, min_item_fraction=0.0)
+    strict = replace(cfg, min_ngrams=1, min_item_fraction=0.0, code_min_word_fraction=0.0, code_min_ngrams=1,
+                     code_min_fraction=0.0)
     caught = clean = none = 0
     host_kept = []
     for i, items in found.items():
@@ -460,11 +461,13 @@ def main() -> None:
           f"{corpus.quoting} quoting {QUOTE_WORDS} words of one left out); built in {time.perf_counter() - t0:.0f} s",
           flush=True)
     default = DecontaminateConfig()
-    settings = [("default", default)]
+    settings = [("default", default), ("previous defaults (words only, no share for code items)",
+                                        replace(default, code_ngram=0, code_min_word_fraction=0.0))]
     if args.grid:
-        settings += [(f"n={n} K={k} f={f} c={c}", replace(default, ngram=n, min_ngrams=k, min_item_fraction=f,
-                                                           min_content_words=c))
-                     for n in (8, 10, 13) for k in (1, 2, 3, 5) for f in (0.5,) for c in (1, 2, 3)]
+        settings += [("words only (code_ngram=0)", replace(default, code_ngram=0))]
+        settings += [(f"word share {w}", replace(default, code_min_word_fraction=w)) for w in (0.1, 0.2)]
+        settings += [(f"shape {n}-grams, share {f}", replace(default, code_ngram=n, code_min_fraction=f))
+                     for n in (16, 24, 32) for f in (0.3, 0.35, 0.4)]
     rows = []
     if args.baseline_rev:
         try:

@@ -8,7 +8,9 @@ one. Measured in one run, interleaved, best of --repeat after a warm-up:
   raw_encode_batch                `Tokenizer.encode_batch(texts, add_special_tokens=False)` on the driver,
                                   texts already in memory, the library's thread pool over all cores;
   raw_encode_batch_1_thread       the same on one thread (TOKENIZERS_PARALLELISM=false);
-  raw_encode_batch_fast_1_thread  `encode_batch_fast` (no offsets), one thread: what the job's tasks call;
+  raw_encode_batch_fast_1_thread  `encode_batch_fast` (no offsets), one thread: the reference encoder;
+  pieces_1_thread                 RnjTokenizer.encode_batch_flat, `batch_documents` texts a call, one thread:
+                                  what the job's tasks call (tokenizer/pieces.py: the same ids, faster);
   job                             jobs/tokenize.encode_documents on local[N] over the cached documents:
                                   Arrow batches to the Python workers, the tokenizer loaded once per task,
                                   encode, build the list column, hand it back (to Spark's `noop` sink, so
@@ -84,6 +86,10 @@ def main() -> None:
     def raw_fast() -> int:
         return sum(len(e.ids) for e in raw_tokenizer.encode_batch_fast(texts, add_special_tokens=False))
 
+    def pieces() -> int:
+        step = cfg.batch_documents
+        return sum(int(tok.encode_batch_flat(texts[s:s + step])[0][-1]) for s in range(0, len(texts), step))
+
     def one_thread(run):
         def wrapped() -> int:
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
@@ -107,7 +113,8 @@ def main() -> None:
     check = encode_documents(docs, uri, tok.sha256, cfg).selectExpr("sum(num_tokens)").first()[0]
     assert check == expected, f"the job counted {check} tokens, encode_batch {expected}"
     variants = {"raw_encode_batch": raw, "raw_encode_batch_1_thread": one_thread(raw),
-                "raw_encode_batch_fast_1_thread": one_thread(raw_fast), "job": job}
+                "raw_encode_batch_fast_1_thread": one_thread(raw_fast), "pieces_1_thread": one_thread(pieces),
+                "job": job}
     best: dict[str, tuple[float, float]] = {}
     for _ in range(args.repeat):
         for name, run in variants.items():

@@ -7,8 +7,6 @@ is list<int32>, because Spark SQL has no unsigned integers; every id is below 2*
 
 from __future__ import annotations
 
-from itertools import chain
-
 import numpy as np
 import pyarrow as pa
 
@@ -28,13 +26,12 @@ def tokenized_schema(schema: pa.Schema) -> pa.Schema:
 def tokenize_batch(tok: RnjTokenizer, batch: pa.RecordBatch, batch_documents: int) -> pa.RecordBatch:
     """`batch` plus its tokens; texts are encoded `batch_documents` at a time."""
     texts = batch.column("text").to_pylist()
-    ids: list[list[int]] = []
-    for start in range(0, len(texts), batch_documents):
-        ids.extend(tok.encode_batch(texts[start:start + batch_documents]))
-    lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-    offsets = np.zeros(len(ids) + 1, dtype=np.int32)
+    chunks = [tok.encode_batch_flat(texts[start:start + batch_documents])
+              for start in range(0, len(texts), batch_documents)]
+    lengths = np.concatenate([np.diff(offsets) for offsets, _ in chunks]) if chunks else np.zeros(0, np.int64)
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    values = np.fromiter(chain.from_iterable(ids), dtype=np.int32, count=int(offsets[-1]))
+    values = np.concatenate([ids for _, ids in chunks]) if chunks else np.zeros(0, np.int32)
     tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values), type=TOKENS.type)
     schema = tokenized_schema(batch.schema)
     kept = [batch.column(f.name) for f in schema if f.name not in ADDED]

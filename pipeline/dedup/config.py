@@ -176,6 +176,19 @@ class DecontaminateConfig:
     template_items: int = 3
     """An n-gram found in this many evaluation items or more is a template's stock phrase (generated
     problems share them), not evidence of any one item."""
+    code_min_word_fraction: float = 0.15
+    """For a code item (one with a `def` or `class` line), the word rule also needs this share of the item's
+    evidence n-grams: a prompt-only copy holds a signature and a whole docstring, a file that shares one
+    docstring paragraph or argument description with the item holds a few n-grams of many."""
+    code_ngram: int = 24
+    """Second signal, for code items only: n-grams of this many shape tokens (`code_tokens`: names one
+    placeholder, keywords, attributes, literals and operators themselves, layout ignored), which a renamed
+    and reformatted copy keeps; 0 turns the signal off."""
+    code_min_ngrams: int = 8
+    """A document contains a code item when it holds this many of the item's shape n-grams (an n-gram of
+    `template_items` items or more is an idiom: no evidence)..."""
+    code_min_fraction: float = 0.35
+    """...and this share of them at least."""
     action: Literal["drop", "remove_span"] = "drop"
     """`drop`: drop a matching document (`contaminated`); `remove_span`: cut the matching words out and
     keep the rest (dropped as `contaminated` only if less than `min_chars_after` remains)."""
@@ -190,6 +203,10 @@ class DecontaminateConfig:
                 "decontaminate.min_content_words must lie between 0 and decontaminate.ngram")
         require(0 < self.common_word_share <= 1, "decontaminate.common_word_share must lie in (0, 1]")
         require(self.template_items >= 2, "decontaminate.template_items must be at least 2")
+        require(0 <= self.code_min_word_fraction <= 1, "decontaminate.code_min_word_fraction must lie in [0, 1]")
+        require(self.code_ngram >= 0, "decontaminate.code_ngram must be 0 (off) or more")
+        require(self.code_min_ngrams >= 1, "decontaminate.code_min_ngrams must be at least 1")
+        require(0 <= self.code_min_fraction <= 1, "decontaminate.code_min_fraction must lie in [0, 1]")
 
 
 @dataclass(frozen=True, kw_only=True)

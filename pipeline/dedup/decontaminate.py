@@ -17,7 +17,13 @@ original text. An item's n-gram is **evidence** only when it holds at least `min
 words (not Python keywords, builtins, common methods, English function words or single characters: the
 idioms every program shares) and occurs in fewer than `template_items` items (a generator's stock phrase
 is no evidence of any one item). A document contains an item when it holds `min_ngrams` of the item's
-evidence n-grams, or `min_item_fraction` of all its n-grams (see `contaminating_items`).
+evidence n-grams, or `min_item_fraction` of all its n-grams (see `contaminating_items`); a code item found
+so needs `code_min_word_fraction` of its evidence n-grams too (one shared docstring paragraph is not a copy).
+
+Code items have a second signal, their **shape** (`code_tokens`: every name one placeholder, keywords,
+attributes, literals and operators themselves, layout ignored): a copy that renames and reformats keeps
+it token for token. A document also contains a code item when it holds `code_min_ngrams` and
+`code_min_fraction` of the item's shape `code_ngram`-grams.
 
 The evaluation sets are small: their tables (sorted uint64 arrays) travel to every task. A batch is
 checked with vectorised numpy; only the rare matching documents are handled one by one, when the span (not
@@ -33,13 +39,14 @@ import json
 import keyword
 import re
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.dedup.code_tokens import code_tokens, ngram_kernel
 from pipeline.dedup.config import DecontaminateConfig
 from pipeline.dedup.normalize import Tokens, prose_tokens
 from pipeline.dedup.shingles import fmix64, token_hashes
@@ -84,6 +91,29 @@ class EvalSet:
 
 
 @dataclass(frozen=True)
+class CodeNgrams:
+    """The code items' distinct shape n-grams (`code_tokens`), sorted by hash (`hashes[k]` belongs to
+    `items[k]`); idioms (n-grams of `template_items` items or more) are left out."""
+
+    hashes: np.ndarray
+    items: np.ndarray
+    sizes: np.ndarray
+    """Shape n-grams of each item (0 for prose items)."""
+    lengths: np.ndarray
+    """Shape tokens of each item: how far apart two matches of one item may lie in one region."""
+    is_code: np.ndarray
+    """Per item: is it code (`is_code_item`)?"""
+
+    def __len__(self) -> int:
+        return len(self.hashes)
+
+
+def empty_code_ngrams(items: int = 0, is_code: np.ndarray | None = None) -> CodeNgrams:
+    return CodeNgrams(np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(items, np.int64),
+                      np.zeros(items, np.int64), np.zeros(items, bool) if is_code is None else is_code)
+
+
+@dataclass(frozen=True)
 class EvalNgrams:
     """Every evaluation item's distinct evidence n-grams, sorted by hash (`hashes[k]` belongs to `items[k]`),
     and the words that n-grams are made of."""
@@ -110,9 +140,11 @@ class EvalNgrams:
     edges: np.ndarray
     """Per item, the names before its first remaining word and after its last (`return best`): what a
     copy that runs to the item's end still holds beyond it."""
+    code: CodeNgrams = field(default_factory=empty_code_ngrams)
+    """The second signal: shape n-grams of the code items."""
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(self.hashes) + len(self.code)
 
     def of_items(self, items) -> np.ndarray:
         return np.unique(self.hashes[np.isin(self.items, list(items))])
@@ -284,7 +316,33 @@ def eval_ngrams(texts: list[str], cfg: DecontaminateConfig) -> EvalNgrams:
     items = pairs[:, 1].astype(np.int64)
     return EvalNgrams(pairs[:, 0].copy(), items, np.where(evidence, 1.0 / spread, 0.0),
                       np.bincount(items[evidence], minlength=len(texts)), np.bincount(items, minlength=len(texts)),
-                      tokens.counts(), words, position[first], hashes[keep], offsets, _edge_names(tokens, keep))
+                      tokens.counts(), words, position[first], hashes[keep], offsets, _edge_names(tokens, keep),
+                      code_ngrams(texts, copies, cfg))
+
+
+def is_code_item(text: str) -> bool:
+    """Items with a `def` or `class` line get shape n-grams; prose read as shape tokens is placeholders."""
+    return bool(_CODE_LINE.search(text))
+
+
+def code_ngrams(texts: list[str], copies: np.ndarray, cfg: DecontaminateConfig) -> CodeNgrams:
+    """The shape n-gram table of the code items among `texts` (item k is texts[k]; `copies[k]` the first item
+    with the same words)."""
+    is_code = np.array([is_code_item(text) for text in texts], bool)
+    code = np.flatnonzero(is_code).tolist()
+    if cfg.code_ngram == 0 or not code:
+        return empty_code_ngrams(len(texts), is_code)
+    tokens = code_tokens(pa.array([texts[k] for k in code], pa.string()))
+    first, hashes = ngram_kernel(tokens.doc, tokens.hashes, cfg.code_ngram)
+    items = np.asarray(code, np.int64)[tokens.doc[first]]
+    pairs = np.unique(np.stack([hashes, items.astype(np.uint64)], axis=1), axis=0)
+    held = _items_holding(pairs, copies)
+    idiom = held[np.searchsorted(np.unique(pairs[:, 0]), pairs[:, 0])] >= cfg.template_items
+    pairs = pairs[~idiom]
+    items = pairs[:, 1].astype(np.int64)
+    lengths = np.zeros(len(texts), np.int64)
+    lengths[code] = np.bincount(tokens.doc, minlength=len(code))
+    return CodeNgrams(pairs[:, 0].copy(), items, np.bincount(items, minlength=len(texts)), lengths, is_code)
 
 
 def _edge_names(tokens: Tokens, keep: np.ndarray) -> np.ndarray:
@@ -392,12 +450,22 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateCo
     """{document: evaluation items it contains}: an item counts when the document holds `min_ngrams` of the
     item's evidence n-grams (all of them if it has fewer; an n-gram that k items share counts 1/k), or
     `min_item_fraction` (when above 0) of all its n-grams and `min_ngrams` at least, evidence or not (a
-    copy of an item made of a template and small numbers)."""
+    copy of an item made of a template and small numbers). A code item needs `code_min_word_fraction` of
+    its evidence n-grams too, or else is found by its shape (`code_min_ngrams` and `code_min_fraction` of
+    its shape n-grams): a renamed and reformatted copy."""
     if len(table) == 0 or len(texts) == 0:
         return {}
+    found: dict[int, set[int]] = {}
+    for doc, item in itertools.chain(_word_matches(texts, table, cfg), _code_matches(texts, table.code, cfg)):
+        found.setdefault(doc, set()).add(item)
+    return found
+
+
+def _word_matches(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateConfig) -> list[list[int]]:
+    """[document, item] pairs found by word n-grams."""
     _, _, windows = _document_windows(texts, table, cfg.ngram)
     if not len(windows.hash):
-        return {}
+        return []
     lo = np.searchsorted(table.hashes, windows.hash, side="left")
     hi = np.searchsorted(table.hashes, windows.hash, side="right")
     repeat = hi - lo
@@ -410,12 +478,46 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateCo
     matched = np.bincount(group.ravel(), minlength=len(pairs))
     items = pairs[:, 1]
     needed = np.maximum(np.minimum(table.sizes[items], cfg.min_ngrams), 1)
+    if len(table.code.is_code):  # code items also need a share of their evidence
+        share = np.where(table.code.is_code[items], cfg.code_min_word_fraction * table.sizes[items], 0)
+        needed = np.maximum(needed, share)
     whole = (cfg.min_item_fraction > 0) & (
         matched >= np.maximum(np.ceil(cfg.min_item_fraction * table.all_sizes[items]), cfg.min_ngrams))
-    found: dict[int, set[int]] = {}
-    for doc, item in pairs[((evidence >= needed - 1e-9) & (table.sizes[items] > 0)) | whole].tolist():
-        found.setdefault(doc, set()).add(item)
-    return found
+    return pairs[((evidence >= needed - 1e-9) & (table.sizes[items] > 0)) | whole].tolist()
+
+
+def _hits(windows: np.ndarray, table_hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(window index, table row) of every window hash found in a sorted table (a hash may have many rows)."""
+    lo = np.searchsorted(table_hashes, windows, side="left")
+    hi = np.searchsorted(table_hashes, windows, side="right")
+    repeat = hi - lo
+    window = np.repeat(np.arange(len(windows)), repeat)
+    row = np.repeat(lo - np.cumsum(repeat) + repeat, repeat) + np.arange(repeat.sum())
+    return window, row
+
+
+def _code_windows(texts, code: CodeNgrams, n: int):
+    """(shape tokens of the texts, first token of each window that is in the table, its hash)."""
+    tokens = code_tokens(texts)
+    first, hashes = ngram_kernel(tokens.doc, tokens.hashes, n)
+    known = _is_in(hashes, code.hashes)
+    return tokens, first[known], hashes[known]
+
+
+def _code_matches(texts: pa.Array, code: CodeNgrams, cfg: DecontaminateConfig) -> list[list[int]]:
+    """[document, item] pairs found by shape n-grams: `code_min_ngrams` of the item's, and
+    `code_min_fraction` of them."""
+    if not len(code) or cfg.code_ngram == 0:
+        return []
+    tokens, first, hashes = _code_windows(texts, code, cfg.code_ngram)
+    window, row = _hits(hashes, code.hashes)
+    if not len(row):
+        return []
+    hits = np.unique(np.stack([tokens.doc[first[window]], code.items[row], row], axis=1), axis=0)
+    pairs, matched = np.unique(hits[:, :2], axis=0, return_counts=True)
+    sizes = code.sizes[pairs[:, 1]]
+    needed = np.maximum(cfg.code_min_ngrams, np.ceil(cfg.code_min_fraction * sizes))
+    return pairs[matched >= needed].tolist()
 
 
 # ---------------------------------------------------------------------------------------------- span removal
@@ -434,15 +536,35 @@ def remove_spans(text: str, table: EvalNgrams, items, cfg: DecontaminateConfig) 
         return None, 0
     total = 0
     for _ in range(REGION_PASSES):
-        text, cut = _cut_regions(text, table, items, cfg.ngram)
+        text, cut = _cut_regions(text, table, items, cfg)
         total += cut
         if not cut:
             break
     return text, total
 
 
-def _cut_regions(text: str, table: EvalNgrams, items, n: int) -> tuple[str, int]:
+def _cut_regions(text: str, table: EvalNgrams, items, cfg: DecontaminateConfig) -> tuple[str, int]:
     raw = text.encode()
+    ranges = _word_regions(raw, text, table, items, cfg.ngram) + _code_regions(text, table.code, items, cfg.code_ngram)
+    if not ranges:
+        return text, 0
+    ranges.sort()
+    merged = [list(ranges[0])]
+    for lo, hi in ranges[1:]:
+        if lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    pieces, cursor = [], 0
+    for lo, hi in merged:
+        pieces.append(raw[cursor:lo])
+        cursor = hi
+    pieces.append(raw[cursor:])
+    return b"".join(pieces).decode("utf-8", errors="replace"), len(merged)
+
+
+def _word_regions(raw: bytes, text: str, table: EvalNgrams, items, n: int) -> list[tuple[int, int]]:
+    """Byte ranges of the word-n-gram regions of each item (see `remove_spans`)."""
     tokens, keep, windows = _document_windows(pa.array([text], pa.string()), table, n)
     hashes = token_hashes(tokens)
     ranges = []
@@ -467,21 +589,26 @@ def _cut_regions(text: str, table: EvalNgrams, items, n: int) -> tuple[str, int]
                 stop = _follow(hashes, keep, int(last[end]), words[where[end] + n:], +1, n)
                 ranges.append(_region_bytes(raw, tokens, keep, start, stop, table.edges[item]))
                 lo = k
-    if not ranges:
-        return text, 0
-    ranges.sort()
-    merged = [list(ranges[0])]
-    for lo, hi in ranges[1:]:
-        if lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    pieces, cursor = [], 0
-    for lo, hi in merged:
-        pieces.append(raw[cursor:lo])
-        cursor = hi
-    pieces.append(raw[cursor:])
-    return b"".join(pieces).decode("utf-8", errors="replace"), len(merged)
+    return ranges
+
+
+def _code_regions(text: str, code: CodeNgrams, items, n: int) -> list[tuple[int, int]]:
+    """Byte ranges from an item's first matching shape n-gram to the end of its last; matches further
+    apart than the item is long are separate regions."""
+    if not len(code) or n == 0:
+        return []
+    tokens, first, hashes = _code_windows(pa.array([text], pa.string()), code, n)
+    window, row = _hits(hashes, code.hashes)
+    ranges = []
+    for item in sorted(items):
+        starts = np.unique(first[window[code.items[row] == item]])
+        if not len(starts):
+            continue
+        reach = np.maximum.accumulate(starts + n - 1)
+        breaks = np.flatnonzero(starts[1:] - reach[:-1] > code.lengths[item]) + 1
+        for lo, hi in itertools.pairwise([0, *breaks.tolist(), len(starts)]):
+            ranges.append((int(tokens.start[starts[lo]]), int(tokens.end[reach[hi - 1]])))
+    return ranges
 
 
 def _follow(hashes: np.ndarray, keep: np.ndarray, token: int, words: np.ndarray, step: int,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.filters.kernels import ngram_fractions
 from pipeline.filters.text import FORMULA_WORD, alpha_words, lines, mask_math, paragraphs, ratio, words
 from pipeline.grading.config import ProseFilterConfig
 
@@ -23,17 +24,19 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     masked, formulas = mask_math(text, numbers) if math_aware else (text, 0)
     tokens = words(masked)
     all_lines = lines(masked)
+    is_ascii = masked.isascii()
     signals = {
         "words": float(len(tokens)),
         "formulas": float(formulas),
-        "mean_word_length": ratio(sum(len(t) for t in tokens), len(tokens)),
+        "mean_word_length": ratio(sum(map(len, tokens)), len(tokens)),
         "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
-        "alpha_word_fraction": ratio(sum(1 for t in tokens if any(c.isalpha() for c in t)), len(tokens)),
-        "stop_words": float(len(STOP_WORDS.intersection(t.lower() for t in tokens))),
-        "bullet_line_fraction": ratio(sum(1 for ln in all_lines if ln.startswith(BULLETS)), len(all_lines)),
-        "ellipsis_line_fraction": ratio(sum(1 for ln in all_lines if ln.endswith(ELLIPSES)), len(all_lines)),
-        "line_punct_fraction": ratio(sum(1 for ln in all_lines if ln.endswith(TERMINAL)), len(all_lines)),
-        "short_line_fraction": ratio(sum(1 for ln in all_lines if len(ln) < cfg.short_line_chars), len(all_lines)),
+        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, is_ascii), len(tokens)),
+        "stop_words": float(len(STOP_WORDS.intersection(
+            masked.lower().split() if is_ascii else [t.lower() for t in tokens]))),
+        "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
+        "ellipsis_line_fraction": ratio(sum([ln.endswith(ELLIPSES) for ln in all_lines]), len(all_lines)),
+        "line_punct_fraction": ratio(sum([ln.endswith(TERMINAL) for ln in all_lines]), len(all_lines)),
+        "short_line_fraction": ratio(sum([len(ln) < cfg.short_line_chars for ln in all_lines]), len(all_lines)),
         "newline_word_ratio": ratio(masked.count("\n"), len(tokens)),
         "lorem_ipsum": float("lorem ipsum" in text.lower()),
     }
@@ -41,12 +44,27 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     signals.update(_duplication(paragraphs(masked), "paragraph"))
     # Masked formulas are not repeated words: two different formulas must not make a repeated n-gram.
     lowered = [t for t in alpha_words(masked) if not (formulas and t == FORMULA_WORD)]
-    grams = _Ngrams(lowered)
-    for n in sorted(cfg.max_top_ngram_fraction, key=int):
-        signals[f"top_{n}gram_fraction"] = grams.top_fraction(int(n))
-    for n in sorted(cfg.max_dup_ngram_fraction, key=int):
-        signals[f"dup_{n}gram_fraction"] = grams.dup_fraction(int(n))
+    top_ns = sorted(cfg.max_top_ngram_fraction, key=int)
+    dup_ns = sorted(cfg.max_dup_ngram_fraction, key=int)
+    top, dup = ngram_fractions(*word_ranks(lowered), _ns(top_ns), _ns(dup_ns))
+    for n, value in zip(top_ns, top.tolist()):
+        signals[f"top_{n}gram_fraction"] = value
+    for n, value in zip(dup_ns, dup.tolist()):
+        signals[f"dup_{n}gram_fraction"] = value
     return signals
+
+
+def word_ranks(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(each token's rank among the sorted distinct tokens, each token's length), int64: the input of
+    `kernels.ngram_fractions`, where comparing ranks compares the words."""
+    rank = {word: i for i, word in enumerate(sorted(set(tokens)))}
+    count = len(tokens)
+    return (np.fromiter(map(rank.__getitem__, tokens), dtype=np.int64, count=count),
+            np.fromiter(map(len, tokens), dtype=np.int64, count=count))
+
+
+def _ns(keys: list[str]) -> np.ndarray:
+    return np.array([int(n) for n in keys], dtype=np.int64)
 
 
 def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[str]:
@@ -79,6 +97,21 @@ def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[st
     return [name for name, failed in checks if failed]
 
 
+# For ASCII text: the control characters str.split() counts as whitespace become spaces (bytes.split() only
+# knows the other six), and every byte that is neither a letter nor whitespace is deleted.
+_FS_TO_SPACE = bytes(range(256)).replace(b"\x1c\x1d\x1e\x1f", b"    ")
+_NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and not chr(b).isspace())
+
+
+def _alpha_tokens(text: str, tokens: list[str], is_ascii: bool) -> int:
+    """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text, deleting
+    every other non-space character leaves exactly those tokens (shortened), which C counts; otherwise
+    each character is asked."""
+    if is_ascii:
+        return len(text.encode("ascii").translate(_FS_TO_SPACE, _NOT_LETTER_OR_SPACE).split())
+    return sum(1 for t in tokens if any(c.isalpha() for c in t))
+
+
 def _duplication(items: list[str], unit: str) -> dict[str, float]:
     """Gopher: share of items that repeat an earlier one, and share of characters in those repeats."""
     seen: set[str] = set()
@@ -95,7 +128,8 @@ def _duplication(items: list[str], unit: str) -> dict[str, float]:
 
 
 class _Ngrams:
-    """The word n-grams of one document as integer group ids (numpy), for the repetition signals. The group
+    """The reference of `kernels.ngram_fractions` (the tests hold the kernel to it): the word n-grams of one
+    document as integer group ids (numpy), for the repetition signals. The group
     of the n-gram at i is the rank of the pair (group of the (n-1)-gram at i, word at i+n-1): exact (no
     hashing), one 1-D integer `np.unique` per n, instead of a Python tuple per n-gram."""
 

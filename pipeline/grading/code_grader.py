@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -184,44 +185,109 @@ def _callee(call: ast.Call) -> str | None:
     return None
 
 
-_COMMENT = re.compile(r"^\s*(?://|#(?!\s*(?:include|import|define|if|pragma)\b)|/\*|\*|--|;|%)")
+# Possessive runs (`*+`, `++`) where what follows cannot start with what the run gives back (an alternative
+# that needs a non-space after spaces, a space after word characters ...): the same matches, without
+# retrying after each character of each indentation and identifier (tests/pipeline/grading/test_graders.py).
+_COMMENT = re.compile(r"^\s*+(?://|#(?!\s*(?:include|import|define|if|pragma)\b)|/\*|\*|--|;|%)")
 _BRANCH = re.compile(r"\b(?:if|elif|elsif|for|foreach|while|case|catch|except|when|guard|unless)\b|&&|\|\|")
 _DEFINITION = re.compile(
-    r"\b(?:def|function|fn|func|sub|procedure|fun)\s+\w+|^\s*(?:[\w<>\[\]*&:,]+\s+)+\**\w+\s*\([^;]*\)\s*\{?\s*$",
+    r"\b(?:def|function|fn|func|sub|procedure|fun)\s+\w+|^\s*+(?:[\w<>\[\]*&:,]++\s++)+\**\w++\s*\([^;]*\)\s*\{?\s*$",
     re.MULTILINE,
 )
 _TYPE = re.compile(r"\b(?:class|struct|interface|trait|impl|enum)\s+\w+")
-_IMPORT = re.compile(r"^\s*(?:#\s*include\s*[<\"]([^>\"]+)|import\s+([\w.]+)|use\s+([\w:]+)|"
+# `\s*+` (possessive): giving back indentation can never help the alternatives (each needs a non-space where
+# it starts, or, for `.*`, finds its `require` past the indentation anyway), and retrying them once per space
+# made this pattern the costliest of the grader.
+_IMPORT = re.compile(r"^\s*+(?:#\s*include\s*[<\"]([^>\"]+)|import\s+([\w.]+)|use\s+([\w:]+)|"
                      r".*\brequire\s*\(\s*['\"]([^'\"]+))", re.MULTILINE)
 
 
+_WORD_RUN = re.compile(r"\w+")
+_NON_WORD_ASCII = {code: " " for code in range(128) if not (chr(code).isalnum() or chr(code) == "_")}
+_BRANCH_WORDS = ("if", "elif", "elsif", "for", "foreach", "while", "case", "catch", "except", "when", "guard", "unless")
+_TYPE_WORDS = ("class", "struct", "interface", "trait", "impl", "enum")
+_IMPORT_WORDS = ("include", "import", "use", "require")
+
+
 def token_features(text: str) -> dict[str, float]:
-    """The language-agnostic fallback: keywords, braces and indentation."""
+    """The language-agnostic fallback: keywords, braces and indentation.
+
+    A keyword between `\\b`s matches exactly a whole run of word characters, so the keyword counts come from
+    one count of the word runs instead of one scan of the text per pattern (the same counts); a pattern
+    that needs a keyword none of the runs is cannot match, and is skipped."""
     code = [line for line in text.split("\n") if line.strip() and not _COMMENT.match(line)]
     body = "\n".join(code)
+    runs = _word_runs(body)
     functions = len(_DEFINITION.findall(body))
-    branches = len(_BRANCH.findall(body))
-    modules = {next(g for g in m if g) for m in _IMPORT.findall(body)}
+    branches = sum(runs[w] for w in _BRANCH_WORDS) + body.count("&&") + body.count("||")
+    imports = _imports(code, body) if any(w in runs for w in _IMPORT_WORDS) else []
+    modules = {next(g for g in m if g) for m in imports}
     return {
         "cyclomatic": 1.0 + branches,
         "max_function_complexity": (1.0 + branches) / max(functions, 1),
-        "max_nesting": float(_max_nesting(code)),
+        "max_nesting": float(_max_nesting(code, body)),
         "functions": float(functions),
-        "classes": float(len(_TYPE.findall(body))),
+        "classes": float(_type_count(body, runs)),
         "mean_function_lines": len(code) / functions if functions else 0.0,
         "recursion": 0.0,
         "comprehensions": 0.0,
-        "generators": float(len(re.findall(r"\byield\b", body))),
-        "async": float(len(re.findall(r"\b(?:async|await)\b", body))),
+        "generators": float(runs["yield"]),
+        "async": float(runs["async"] + runs["await"]),
         "imports": float(len(modules)),
         "lines": float(len(code)),
         "parsed": 0.0,
     }
 
 
-def _max_nesting(code: list[str]) -> int:
-    """The deeper of brace depth and indentation depth (in units of the smallest indent used)."""
+def _word_runs(text: str) -> Counter[str]:
+    """How often each maximal run of word characters (each match of `\\w+`) occurs; for ASCII text, where
+    those characters are A-Z, a-z, 0-9 and _, by turning every other character into a space and splitting."""
+    if text.isascii():
+        return Counter(text.translate(_NON_WORD_ASCII).split())
+    return Counter(_WORD_RUN.findall(text))
+
+
+def _type_count(body: str, runs: Counter[str]) -> int:
+    """`len(_TYPE.findall(body))`, tried only where one of its keywords occurs (found with `str.find`): a
+    match starts with a keyword, and the pattern is not scanned over everything in between."""
+    starts = sorted(start for word in _TYPE_WORDS if word in runs for start in _occurrences(body, word))
+    count = end = 0
+    for start in starts:
+        if start >= end:
+            match = _TYPE.match(body, start)
+            if match:
+                count += 1
+                end = match.end()
+    return count
+
+
+def _occurrences(text: str, word: str) -> list[int]:
+    found, start = [], text.find(word)
+    while start >= 0:
+        found.append(start)
+        start = text.find(word, start + 1)
+    return found
+
+
+def _imports(code: list[str], body: str) -> list[tuple[str, ...]]:
+    """`_IMPORT.findall(body)` (`body` is the `code` lines joined by newlines), tried only at the starts of the
+    lines where a match can begin: after the indentation `#`, `import` or `use`, or `require` in the line."""
+    found: list[tuple[str, ...]] = []
+    start = end = 0
+    for line in code:
+        if start >= end and (line.lstrip().startswith(("#", "import", "use")) or "require" in line):
+            match = _IMPORT.match(body, start)
+            if match:
+                found.append(match.groups(default=""))
+                end = match.end()
+        start += len(line) + 1
+    return found
+
+
+def _max_nesting(code: list[str], body: str) -> int:
+    """The deeper of brace depth and indentation depth (in units of the smallest indent used); `body` is
+    the lines joined by newlines."""
     indents = [len(line) - len(line.lstrip(" \t")) for line in code]
     unit = min((i for i in indents if i > 0), default=0)
     indent_depth = max(indents, default=0) // unit if unit else 0
-    return max(indent_depth, nesting_depth("\n".join(code), "{", "}"))
+    return max(indent_depth, nesting_depth(body, "{", "}"))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 from pipeline.filters.text import alpha_words, latex_commands, lines, mask_math, ratio
@@ -96,12 +97,13 @@ def prose_scores(text: str, cfg: DomainConfig) -> dict[str, float]:
     masked, formulas = mask_math(text)
     tokens = alpha_words(masked)
     size = max(1, len(tokens))
+    counts = Counter(tokens)
     math_vocab = extended(MATH_TERMS, cfg.extra_math_terms)
     science_vocab = extended(SCIENCE_TERMS, cfg.extra_science_terms)
     marks = formulas + latex_commands(text)
     return {
-        "math_score": 100.0 * (term_hits(tokens, math_vocab) + 2.0 * marks) / size,
-        "science_score": 100.0 * term_hits(tokens, science_vocab) / size,
+        "math_score": 100.0 * (term_hits(counts, math_vocab) + 2.0 * marks) / size,
+        "science_score": 100.0 * term_hits(counts, science_vocab) / size,
     }
 
 

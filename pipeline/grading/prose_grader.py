@@ -12,12 +12,13 @@ Formulas are masked first (one word each), so LaTeX neither inflates syllables n
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
 from typing import ClassVar
 
 from pipeline.filters.text import alpha_words, mask_math, ratio, sentences, syllables, words
 from pipeline.grading.base import GradeContext, Grader, saturating
-from pipeline.grading.vocabulary import TECHNICAL_TERMS, stem_in
+from pipeline.grading.vocabulary import TECHNICAL_TERMS, term_hits
 
 _IDENTIFIER = re.compile(r"^[\W]*(?:[a-z]+_\w+|[a-z]+[A-Z]\w*|[A-Z][a-z]+[A-Z]\w*|\w+\.\w+\S*|\w+\(\)?)[\W]*$")
 
@@ -34,9 +35,10 @@ class ProseGrader(Grader):
         vocabulary = alpha_words(masked)
         n_words = max(1, len(vocabulary))
         n_sentences = max(1, len(sentences(masked)))
-        syllable_count = sum(syllables(w) for w in vocabulary)
-        technical = sum(1 for w in vocabulary if stem_in(w, TECHNICAL_TERMS))
-        technical += sum(1 for token in words(masked) if _IDENTIFIER.match(token))
+        counts = Counter(vocabulary)  # each distinct word and token is measured once
+        syllable_count = sum(syllables(w) * n for w, n in counts.items())
+        technical = term_hits(counts, TECHNICAL_TERMS)
+        technical += sum(n for token, n in Counter(words(masked)).items() if _IDENTIFIER.match(token))
         return {
             "fk_grade": max(0.0, 0.39 * n_words / n_sentences + 11.8 * syllable_count / n_words - 15.59),
             "rare_word_fraction": rare_word_fraction(vocabulary, context.common_words),

@@ -7,6 +7,7 @@ suffix (integrals -> integral, equations -> equation), see `term_hits`.
 from __future__ import annotations
 
 import functools
+from collections import Counter
 
 
 def _word_set(text: str) -> frozenset[str]:
@@ -63,9 +64,16 @@ def extended(vocabulary: frozenset[str], extra: tuple[str, ...]) -> frozenset[st
     return vocabulary | frozenset(extra) if extra else vocabulary
 
 
-def term_hits(words: list[str], vocabulary: frozenset[str]) -> int:
-    """How many of `words` (lower case) are vocabulary terms (each distinct word looked up once)."""
-    counts: dict[str, int] = {}
-    for w in words:
-        counts[w] = counts.get(w, 0) + 1
-    return sum(n for w, n in counts.items() if stem_in(w, vocabulary))
+@functools.lru_cache(maxsize=64)
+def with_suffixes(vocabulary: frozenset[str]) -> frozenset[str]:
+    """Every word that `stem_in(word, vocabulary)` accepts: the terms, and each term followed by each suffix
+    (a word is accepted exactly when it is a term, or a term plus one suffix). Built once per vocabulary, so
+    counting terms is one set intersection instead of a lookup per word."""
+    return vocabulary | frozenset(term + suffix for term in vocabulary for suffix in _SUFFIXES)
+
+
+def term_hits(words: list[str] | Counter[str], vocabulary: frozenset[str]) -> int:
+    """How many of `words` (lower case) are vocabulary terms (each distinct word looked up once). Give a
+    Counter of the words to look up several vocabularies without counting them again."""
+    counts = words if isinstance(words, Counter) else Counter(words)
+    return sum(counts[w] for w in with_suffixes(vocabulary).intersection(counts))

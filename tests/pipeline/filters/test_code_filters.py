@@ -69,3 +69,48 @@ def test_real_standard_library_files():
 
 def test_code_domain_uses_the_code_rules():
     assert filter_document("var a=1;" * 200, "code", FiltersConfig()) == (False, "stack_max_line_length")
+
+
+@pytest.mark.parametrize("text", ["", "x = 1_000  # ok", "a\tb\nc\x00_~!", "naïve café ½ ² ٣ 中文 x1", "\u00a0\u2028"])
+def test_alnum_count_is_str_isalnum(text):
+    from pipeline.filters.code import alnum_count
+
+    assert alnum_count(text) == sum(map(str.isalnum, text))
+
+
+def test_data_line_rule_is_the_backtracking_one():
+    """The possessive separators change the speed of the data-line rule, not what it matches."""
+    import random
+    import re
+
+    from pipeline.filters.code import _DATA_LINE, _LITERAL, _SEP
+
+    backtracking = re.compile(rf"^{_SEP}*(?>{_LITERAL})(?:{_SEP}+(?>{_LITERAL}))*{_SEP}*(?:(?:#|//).*)?$")
+    rng = random.Random(0)
+    alphabet = list(" \t[](){},:;#/-+019xeEjJ._'\"\\rbuTrueFalsNonlf")
+    for _ in range(20000):
+        line = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14)))
+        assert bool(_DATA_LINE.match(line)) == bool(backtracking.match(line)), line
+
+
+def test_longest_encoded_run_skips_only_texts_without_a_chunk():
+    """The shortcut (no run of 32 chunk characters: 0) gives what the chunk scan alone gives."""
+    import random
+    import re
+
+    from pipeline.filters.code import longest_encoded_run
+
+    def scanned(text):
+        longest = current = 0
+        previous_end = None
+        for match in re.finditer(r"[A-Za-z0-9+/=]{32,}", text):
+            joined = previous_end is not None and re.fullmatch(r"""["'\s\\+,]*""", text[previous_end:match.start()])
+            current = current + len(match.group(0)) if joined else len(match.group(0))
+            longest, previous_end = max(longest, current), match.end()
+        return longest
+
+    rng = random.Random(0)
+    pieces = ["A" * 10, "b9+/=" * 3, "Zz", "_", " ", "\n", "'", '"', "+", ",", "\\", ":", "é", "x" * 31, "=" * 33]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 12)))
+        assert longest_encoded_run(text) == scanned(text), text

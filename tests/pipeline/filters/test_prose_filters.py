@@ -167,16 +167,35 @@ def _reference_dup(tokens: list[str], n: int) -> float:
 
 
 def test_vectorised_repetition_signals_equal_the_gopher_definitions():
-    """The numpy n-gram groups give exactly what the plain definitions (one tuple per n-gram) give."""
+    """The numpy n-gram groups give exactly what the plain definitions (one tuple per n-gram) give, and the
+    compiled kernel exactly what the numpy groups give (bit for bit)."""
     import random
 
-    from pipeline.filters.prose import _Ngrams
+    import numpy as np
+
+    from pipeline.filters.kernels import ngram_fractions
+    from pipeline.filters.prose import _Ngrams, word_ranks
 
     rng = random.Random(0)
+    ns = np.arange(1, 11, dtype=np.int64)
     for _ in range(400):
-        vocabulary = ["".join(rng.choice("abc") for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 6))]
+        vocabulary = ["".join(rng.choice("abcé") for _ in range(rng.randint(1, 3))) for _ in range(rng.randint(1, 6))]
         tokens = [rng.choice(vocabulary) for _ in range(rng.randint(0, 40))]
         grams = _Ngrams(tokens)
+        top, dup = ngram_fractions(*word_ranks(tokens), ns, ns[::-1].copy())
         for n in range(1, 11):
             assert grams.top_fraction(n) == pytest.approx(_reference_top(tokens, n), abs=1e-12), (tokens, n)
             assert grams.dup_fraction(n) == pytest.approx(_reference_dup(tokens, n), abs=1e-12), (tokens, n)
+            assert top[n - 1] == grams.top_fraction(n) and dup[10 - n] == grams.dup_fraction(n), (tokens, n)
+
+
+@pytest.mark.parametrize("text", ["", "a 1 b2 -- 3.4 ok", "x\x1cy\x1f12 #a\t\x0b\x0c!!", "don't 42", "naïve ½ ² ٣ 中文 x1 ..."])
+def test_word_counts_equal_their_definitions(text):
+    """The fast paths (ASCII bytes, a plain class on lower-case text) count what the definitions count."""
+    from pipeline.filters.prose import _alpha_tokens
+    from pipeline.filters.text import _ALPHA_WORD, alpha_words
+
+    tokens = text.split()
+    assert _alpha_tokens(text, tokens, text.isascii()) == sum(1 for t in tokens if any(c.isalpha() for c in t))
+    assert alpha_words(text) == [w.lower() for w in _ALPHA_WORD.findall(text)]
+    assert alpha_words(text.upper()) == [w.lower() for w in _ALPHA_WORD.findall(text.upper())]

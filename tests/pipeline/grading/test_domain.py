@@ -70,6 +70,17 @@ def test_scores_count_latex_and_vocabulary():
     assert prose_scores(GENERAL, extra)["science_score"] > prose_scores(GENERAL, CFG)["science_score"]
 
 
+def test_term_counts_accept_exactly_the_stem_rule():
+    """`term_hits` counts a word when `stem_in` accepts it: the term, or the term plus one suffix."""
+    from pipeline.grading.vocabulary import MATH_TERMS, stem_in, term_hits
+
+    words = ["integral", "integrals", "integrally", "integraled", "integ", "s", "es", "proofs", "proofss",
+             "matrix", "matrixes", "matrices", "vectorics", "sine", "sines", "sinees", "", "algebraic", "algebraics"]
+    for word in words:
+        assert term_hits([word, word], MATH_TERMS) == (2 if stem_in(word, MATH_TERMS) else 0), word
+    assert term_hits(words, MATH_TERMS) == sum(stem_in(w, MATH_TERMS) for w in words)
+
+
 def _labelled(tmp_path):
     rows = []
     words = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth"]

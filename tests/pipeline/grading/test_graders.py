@@ -179,3 +179,60 @@ def test_registry_and_weights():
         assert grader_for("science").score({"words": 10.0}, {"words": 1.0}) == 0.5
     finally:
         register_grader("science", original)
+
+
+def test_code_patterns_match_what_their_backtracking_forms_match():
+    """The code grader's possessive patterns find exactly what the plain ones find, and its keyword counts
+    are the counts of the plain keyword patterns."""
+    import random
+    import re
+    from collections import Counter
+
+    from pipeline.grading import code_grader
+
+    plain = {
+        "_COMMENT": re.compile(r"^\s*(?://|#(?!\s*(?:include|import|define|if|pragma)\b)|/\*|\*|--|;|%)"),
+        "_DEFINITION": re.compile(r"\b(?:def|function|fn|func|sub|procedure|fun)\s+\w+|"
+                                  r"^\s*(?:[\w<>\[\]*&:,]+\s+)+\**\w+\s*\([^;]*\)\s*\{?\s*$", re.MULTILINE),
+        "_IMPORT": re.compile(r"^\s*(?:#\s*include\s*[<\"]([^>\"]+)|import\s+([\w.]+)|use\s+([\w:]+)|"
+                              r".*\brequire\s*\(\s*['\"]([^'\"]+))", re.MULTILINE),
+    }
+    branch = re.compile(r"\b(?:if|elif|elsif|for|foreach|while|case|catch|except|when|guard|unless)\b|&&|\|\|")
+    pieces = [" ", "  ", "\t", "\n", "def ", "int ", "x", "foo", "(", ")", ";", "{", "}", "*", "<T>", "//", "#",
+              "# include <a.h>", "import os", "use std::io", "require('m')", "import", "use", "require", "#", "if", "for", "&&", "|", "yield",
+              "async", "class ", "classes", "enum", "impl", "struct ", ":", ",", "-", "%", "\"", "'", "é"]
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 16)))
+        for name, pattern in plain.items():
+            assert getattr(code_grader, name).findall(text) == pattern.findall(text), (name, text)
+        runs = Counter(re.findall(r"\w+", text))
+        assert code_grader._word_runs(text) == runs, text
+        assert sum(runs[w] for w in code_grader._BRANCH_WORDS) + text.count("&&") + text.count("||") == \
+            len(branch.findall(text)), text
+        assert runs["yield"] == len(re.findall(r"\byield\b", text)), text
+        features = code_grader.token_features(text)
+        body = "\n".join(line for line in text.split("\n") if line.strip() and not plain["_COMMENT"].match(line))
+        assert features["imports"] == len({next(g for g in m if g) for m in plain["_IMPORT"].findall(body)}), text
+        assert features["classes"] == len(re.findall(r"\b(?:class|struct|interface|trait|impl|enum)\s+\w+", body))
+        assert features["cyclomatic"] == 1 + len(branch.findall(body)), text
+
+
+def test_notation_level_of_ascii_text_is_the_case_insensitive_one():
+    """The lower-case search of ASCII text finds the rung the case-insensitive patterns find."""
+    import random
+    import re
+
+    from pipeline.grading.math_grader import NOTATION_LEVELS
+
+    assert not any(re.search(r"\\[A-Z]", p.pattern.replace("\\\\", "")) for _, p in NOTATION_LEVELS)
+
+    def reference(text):
+        return next((level for level, pattern in NOTATION_LEVELS if pattern.search(text)), 0)
+
+    pieces = ["Proof", "LEMMA", "\\Forall", "\\DELTA", "\\sqrt", "Solve", "X^2", "3X + 1", "x = 2", "1/2", "50%",
+              "Matrix", "\\INT", "eigenVALUES", "Ratio", " ", "\n", "a", "B", "7", "\\", "-", "+", "="]
+    rng = random.Random(0)
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 8)))
+        assert notation_level(text) == reference(text), text
