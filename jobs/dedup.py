@@ -165,6 +165,8 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
     feats = _exact_round(features, cfg).persist(StorageLevel.MEMORY_AND_DISK)
     alive = feats.where(F.col("id") == F.col("exact_rep"))
     near, near_report, persisted = _near_round(alive, cfg, bands, rows, checkpoint_dir)
+    if cfg.near.enabled:  # its first job cached every partition of `feats`: the features' memory back
+        features.unpersist()
     status = _cluster_status(feats, near).persist(StorageLevel.MEMORY_AND_DISK)
 
     counts, cluster_sizes, line_counts = _tallies(status, cfg)
@@ -670,14 +672,17 @@ def rewrite_part_to_part(spark: SparkSession, result: DedupResult, upstream: lis
     the ids of output part i (same hash, same number of files), and the written clusters' part i lists
     which of them were dropped (`kept` false). One task per part reads its upstream parts, leaves the
     dropped out, rewrites the rest and writes part i: the same rows, in the same order, the same bytes."""
-    task = _part_rewriter(result.rewrite, upstream, clusters_uri, out_uri, result.schema, files)
+    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    task = _part_rewriter(result.rewrite, upstream, clusters_uri, out_uri, result.schema, files, batch_rows)
     schema = pa.schema([("part", pa.int32()), ("rows", pa.int64())])
     map_parts(spark, upstream[0], task, schema).collect()
 
 
 def _part_rewriter(rewrite, upstream: list[list[str]], clusters_uri: str, out_uri: str, schema: pa.Schema,
-                   files: int):
-    """The mapInArrow function of `rewrite_part_to_part`: (part, uri) rows in, (part, rows written) out."""
+                   files: int, batch_rows: int):
+    """The mapInArrow function of `rewrite_part_to_part`: (part, uri) rows in, (part, rows written) out.
+    The survivors reach the writer in batches of `batch_rows`, as Spark hands them to the shuffled path's
+    writer (Arrow's `maxRecordsPerBatch`): Parquet pages follow the batches, so the bytes do too."""
 
     def rewrite_parts(tasks):
         for task in tasks:
@@ -686,11 +691,28 @@ def _part_rewriter(rewrite, upstream: list[list[str]], clusters_uri: str, out_ur
                 alive = _alive_batches([table[part] for table in upstream], schema, dropped)
                 survivors = (b.filter(pc.is_null(b.column("dedup_reason"))).select(schema.names)
                              for b in rewrite(alive))
-                rows = write_part(out_uri, part, schema, survivors, "id", files)
+                rows = write_part(out_uri, part, schema, rebatched(survivors, schema, batch_rows), "id", files)
                 yield pa.RecordBatch.from_pydict({"part": [part], "rows": [rows]},
                                                  schema=pa.schema([("part", pa.int32()), ("rows", pa.int64())]))
 
     return rewrite_parts
+
+
+def rebatched(batches, schema: pa.Schema, rows: int):
+    """`batches` cut and joined into batches of exactly `rows` rows (the last one shorter); `rows` <= 0:
+    one batch."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        while 0 < rows <= held:
+            table = pa.Table.from_batches(pending, schema)
+            yield table.slice(0, rows).combine_chunks().to_batches()[0]
+            rest = table.slice(rows)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending, schema).combine_chunks().to_batches()[0]
 
 
 def _dropped_ids(uri: str) -> pa.Array:
