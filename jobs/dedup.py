@@ -644,10 +644,9 @@ def _add_rewrite_reports(report, stats: RewriteStats, cfg, boilerplate_lines, th
     after = alive - dropped_short
     report["rounds"][DECONTAMINATE] = {
         "enabled": cfg.decontaminate.enabled, "in": after, "out": after - dropped_contaminated,
-        "dropped": dropped_contaminated, "action": cfg.decontaminate.action, "ngram": cfg.decontaminate.ngram,
-        "min_ngrams": cfg.decontaminate.min_ngrams, "min_item_fraction": cfg.decontaminate.min_item_fraction,
-        "min_content_words": cfg.decontaminate.min_content_words,
-        "common_word_share": cfg.decontaminate.common_word_share, "template_items": cfg.decontaminate.template_items,
+        "dropped": dropped_contaminated,
+        # every matcher setting, so a report tells which rule dropped what (eval sets are listed below)
+        **{k: v for k, v in asdict(cfg.decontaminate).items() if k not in ("enabled", "eval_paths")},
         "eval_sets": [asdict(s) for s in eval_sets],
         "matched_documents": stats.hit, "spans_removed": stats.spans if cfg.decontaminate.action == "remove_span" else 0,
         "sample_dropped": stats.contaminated_sample,
