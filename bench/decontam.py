@@ -461,11 +461,16 @@ def main() -> None:
           f"{corpus.quoting} quoting {QUOTE_WORDS} words of one left out); built in {time.perf_counter() - t0:.0f} s",
           flush=True)
     default = DecontaminateConfig()
-    settings = [("default", default), ("previous defaults (words only, no share for code items)",
-                                        replace(default, code_ngram=0, code_min_word_fraction=0.0))]
+    settings = [("default", default),
+                ("no prompt share (code_min_prompt_fraction off)", replace(default, code_min_prompt_fraction=2.0)),
+                ("previous defaults (words only, no share for code items)",
+                 replace(default, code_ngram=0, code_min_word_fraction=0.0))]
     if args.grid:
         settings += [("words only (code_ngram=0)", replace(default, code_ngram=0))]
         settings += [(f"word share {w}", replace(default, code_min_word_fraction=w)) for w in (0.1, 0.2)]
+        settings += [(f"prompt share {p}", replace(default, code_min_prompt_fraction=p)) for p in (0.3, 0.7, 0.9)]
+        settings += [(f"word share 0.2, prompt share {p}", replace(default, code_min_word_fraction=0.2,
+                                                                    code_min_prompt_fraction=p)) for p in (0.5,)]
         settings += [(f"shape {n}-grams, share {f}", replace(default, code_ngram=n, code_min_fraction=f))
                      for n in (16, 24, 32) for f in (0.3, 0.35, 0.4)]
     rows = []

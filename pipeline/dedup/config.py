@@ -179,7 +179,11 @@ class DecontaminateConfig:
     code_min_word_fraction: float = 0.15
     """For a code item (one with a `def` or `class` line), the word rule also needs this share of the item's
     evidence n-grams: a prompt-only copy holds a signature and a whole docstring, a file that shares one
-    docstring paragraph or argument description with the item holds a few n-grams of many."""
+    docstring paragraph or argument description with the item holds a few n-grams of many..."""
+    code_min_prompt_fraction: float = 0.5
+    """...or this share of the evidence n-grams of its prompt (its signature and docstring): a prompt-only
+    copy of a long function holds a small share of the whole item but all of its prompt, a shared docstring
+    paragraph a small share of either; above 1, off."""
     code_ngram: int = 24
     """Second signal, for code items only: n-grams of this many shape tokens (`code_tokens`: names one
     placeholder, keywords, attributes, literals and operators themselves, layout ignored), which a renamed
@@ -204,6 +208,8 @@ class DecontaminateConfig:
         require(0 < self.common_word_share <= 1, "decontaminate.common_word_share must lie in (0, 1]")
         require(self.template_items >= 2, "decontaminate.template_items must be at least 2")
         require(0 <= self.code_min_word_fraction <= 1, "decontaminate.code_min_word_fraction must lie in [0, 1]")
+        require(self.code_min_prompt_fraction >= 0,
+                "decontaminate.code_min_prompt_fraction must be 0 or more (above 1 turns it off)")
         require(self.code_ngram >= 0, "decontaminate.code_ngram must be 0 (off) or more")
         require(self.code_min_ngrams >= 1, "decontaminate.code_min_ngrams must be at least 1")
         require(0 <= self.code_min_fraction <= 1, "decontaminate.code_min_fraction must lie in [0, 1]")

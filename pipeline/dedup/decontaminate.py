@@ -18,7 +18,9 @@ words (not Python keywords, builtins, common methods, English function words or 
 idioms every program shares) and occurs in fewer than `template_items` items (a generator's stock phrase
 is no evidence of any one item). A document contains an item when it holds `min_ngrams` of the item's
 evidence n-grams, or `min_item_fraction` of all its n-grams (see `contaminating_items`); a code item found
-so needs `code_min_word_fraction` of its evidence n-grams too (one shared docstring paragraph is not a copy).
+so needs `code_min_word_fraction` of its evidence n-grams too, or `code_min_prompt_fraction` of those of its
+prompt (signature and docstring, `item_prompt`): one shared docstring paragraph is not a copy, a pasted
+prompt is.
 
 Code items have a second signal, their **shape** (`code_tokens`: every name one placeholder, keywords,
 attributes, literals and operators themselves, layout ignored): a copy that renames and reformats keeps
@@ -140,6 +142,9 @@ class EvalNgrams:
     edges: np.ndarray
     """Per item, the names before its first remaining word and after its last (`return best`): what a
     copy that runs to the item's end still holds beyond it."""
+    prompt_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Evidence n-grams of each code item that lie within its prompt (`item_prompt`: the signature and
+    docstring a prompt-only copy holds); 0 for an item without a docstring and for prose."""
     code: CodeNgrams = field(default_factory=empty_code_ngrams)
     """The second signal: shape n-grams of the code items."""
 
@@ -152,7 +157,8 @@ class EvalNgrams:
 
 def empty_eval_ngrams() -> EvalNgrams:
     none, hashes = np.zeros(0, np.int64), np.zeros(0, np.uint64)
-    return EvalNgrams(hashes, none, np.zeros(0), none, none, none, hashes, none, hashes, np.zeros(1, np.int64), np.zeros((0, 2), np.int64))
+    return EvalNgrams(hashes, none, np.zeros(0), none, none, none, hashes, none, hashes, np.zeros(1, np.int64),
+                      np.zeros((0, 2), np.int64), none)
 
 
 def eval_tokens(texts) -> Tokens:
@@ -314,10 +320,31 @@ def eval_ngrams(texts: list[str], cfg: DecontaminateConfig) -> EvalNgrams:
         spread[evidence] = held[np.searchsorted(np.unique(pairs[evidence][:, 0]), pairs[evidence][:, 0])]
     evidence &= spread < cfg.template_items
     items = pairs[:, 1].astype(np.int64)
+    in_prompt = evidence & (position[first] + cfg.ngram <= _prompt_words(texts, words)[items])
     return EvalNgrams(pairs[:, 0].copy(), items, np.where(evidence, 1.0 / spread, 0.0),
                       np.bincount(items[evidence], minlength=len(texts)), np.bincount(items, minlength=len(texts)),
                       tokens.counts(), words, position[first], hashes[keep], offsets, _edge_names(tokens, keep),
-                      code_ngrams(texts, copies, cfg))
+                      np.bincount(items[in_prompt], minlength=len(texts)), code_ngrams(texts, copies, cfg))
+
+
+def item_prompt(text: str) -> str:
+    """A code item's prompt: its lines up to the end of the docstring of its first function or class
+    (HumanEval's prompt: signature and docstring); "" for an item that does not parse or has no docstring."""
+    try:
+        tree = ast.parse(textwrap.dedent(text))
+    except (SyntaxError, ValueError):
+        return ""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and ast.get_docstring(node):
+            return "".join(text.splitlines(keepends=True)[: node.body[0].end_lineno])
+    return ""
+
+
+def _prompt_words(texts: list[str], words: np.ndarray) -> np.ndarray:
+    """Per item, how many of its remaining words (those in `words`) its prompt holds (0 for prose)."""
+    prompts = [item_prompt(text) if is_code_item(text) else "" for text in texts]
+    tokens = eval_tokens(pa.array(prompts, pa.string()))
+    return np.bincount(tokens.doc[_is_in(token_hashes(tokens), words)], minlength=len(texts))
 
 
 def is_code_item(text: str) -> bool:
@@ -451,7 +478,7 @@ def contaminating_items(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateCo
     item's evidence n-grams (all of them if it has fewer; an n-gram that k items share counts 1/k), or
     `min_item_fraction` (when above 0) of all its n-grams and `min_ngrams` at least, evidence or not (a
     copy of an item made of a template and small numbers). A code item needs `code_min_word_fraction` of
-    its evidence n-grams too, or else is found by its shape (`code_min_ngrams` and `code_min_fraction` of
+    its evidence n-grams too (or `code_min_prompt_fraction` of its prompt's), or else is found by its shape (`code_min_ngrams` and `code_min_fraction` of
     its shape n-grams): a renamed and reformatted copy."""
     if len(table) == 0 or len(texts) == 0:
         return {}
@@ -478,9 +505,11 @@ def _word_matches(texts: pa.Array, table: EvalNgrams, cfg: DecontaminateConfig) 
     matched = np.bincount(group.ravel(), minlength=len(pairs))
     items = pairs[:, 1]
     needed = np.maximum(np.minimum(table.sizes[items], cfg.min_ngrams), 1)
-    if len(table.code.is_code):  # code items also need a share of their evidence
-        share = np.where(table.code.is_code[items], cfg.code_min_word_fraction * table.sizes[items], 0)
-        needed = np.maximum(needed, share)
+    if len(table.code.is_code):  # code items also need a share of their evidence, or of their prompt's
+        prompt = table.prompt_sizes[items]
+        share = np.minimum(cfg.code_min_word_fraction * table.sizes[items],
+                           np.where(prompt > 0, cfg.code_min_prompt_fraction * prompt, np.inf))
+        needed = np.maximum(needed, np.where(table.code.is_code[items], share, 0))
     whole = (cfg.min_item_fraction > 0) & (
         matched >= np.maximum(np.ceil(cfg.min_item_fraction * table.all_sizes[items]), cfg.min_ngrams))
     return pairs[((evidence >= needed - 1e-9) & (table.sizes[items] > 0)) | whole].tolist()

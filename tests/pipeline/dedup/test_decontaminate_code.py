@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from pipeline.dedup.code_tokens import NAME, STRING, TRIPLE, code_tokens
 from pipeline.dedup.config import DecontaminateConfig
-from pipeline.dedup.decontaminate import contaminating_items, eval_ngrams, remove_spans
+from pipeline.dedup.decontaminate import contaminating_items, eval_ngrams, item_prompt, remove_spans
 
 CFG = DecontaminateConfig()
 ITEM = '''def balanced_brackets(expression: str) -> bool:
@@ -154,3 +154,43 @@ def test_span_removal_cuts_a_copy_found_by_its_shape():
     for part in ("closers", "pending", "return not"):
         assert part not in cleaned
     assert cleaned.startswith(HOST_HEAD.rstrip()) and cleaned.rstrip().endswith(HOST_TAIL.strip())
+
+
+LONG_PROMPT = '''def merge_calendar_slots(slots, minimum_gap):
+    """Merge the booked calendar slots that overlap or lie closer than minimum_gap minutes apart, and
+    return the merged slots sorted by their starting minute."""
+'''
+LONG = LONG_PROMPT + '''    # Sorting first means every later slot can only extend or follow the slot being built, so one
+    # pass over the list suffices and nothing already merged has to be revisited afterwards.
+    ordered = sorted(slots, key=lambda slot: (slot.start, slot.end))
+    merged = []
+    for slot in ordered:
+        # A slot that starts before the current one ends, plus the tolerated gap, belongs to it; the
+        # merged end is the later of both ends because a short meeting may sit inside a long one.
+        if merged and slot.start <= merged[-1].end + minimum_gap:
+            merged[-1] = Slot(merged[-1].start, max(merged[-1].end, slot.end), merged[-1].owner)
+        else:
+            merged.append(Slot(slot.start, slot.end, slot.owner))
+    # Owners are kept from the earliest booking of every merged block, which matches what the shared
+    # room planner shows people when they hover over a block in the weekly overview of the building.
+    # Empty blocks cannot occur here, yet a defensive filter documents the invariant for later readers
+    # and protects the reporting code downstream, which divides by the length of every single block.
+    return [block for block in merged if block.end > block.start]
+'''
+
+
+def test_a_prompt_only_copy_of_a_long_function_is_caught_by_its_prompt_share():
+    """The pasted signature and docstring are a small share of a long item's evidence but all of its
+    prompt's; without the prompt share such a copy falls under `code_min_word_fraction`."""
+    table = eval_ngrams([LONG], CFG)
+    assert 0 < table.prompt_sizes[0] < CFG.code_min_word_fraction * table.sizes[0]
+    texts = pa.array([HOST_HEAD + LONG_PROMPT + "    ...\n" + HOST_TAIL])
+    assert contaminating_items(texts, table, CFG) == {0: {0}}
+    no_prompt_share = replace(CFG, code_min_prompt_fraction=2.0)
+    assert contaminating_items(texts, eval_ngrams([LONG], no_prompt_share), no_prompt_share) == {}
+
+
+def test_item_prompt_is_the_signature_and_docstring():
+    assert item_prompt(LONG) == LONG_PROMPT
+    assert item_prompt(ITEM).endswith('    True\n    """\n') and "closing" not in item_prompt(ITEM)
+    assert item_prompt("def f(x):\n    return x + 1\n") == ""
