@@ -28,14 +28,12 @@ import keyword
 import numpy as np
 from numba import njit
 
+from pipeline.dedup.kernels import fmix64
 from pipeline.dedup.normalize import string_buffers
 
 SHORT_STRING = 32
 """A string literal longer than this (in bytes), or holding whitespace, reads as the string placeholder."""
 
-_M1 = np.uint64(0xFF51AFD7ED558CCD)
-_M2 = np.uint64(0xC4CEB9FE1A85EC53)
-_S33 = np.uint64(33)
 _FNV = np.uint64(0xCBF29CE484222325)
 _PRIME = np.uint64(0x100000001B3)
 _NAME_SALT = np.uint64(0x2545F4914F6CDD1D)
@@ -92,20 +90,11 @@ def _prefix_table() -> np.ndarray:
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _fmix64(h):
-    h ^= h >> _S33
-    h *= _M1
-    h ^= h >> _S33
-    h *= _M2
-    return h ^ (h >> _S33)
-
-
-@njit(cache=True, nogil=True, inline="always")
 def _bytes_hash(data, lo, hi, salt):
     h = _FNV ^ salt
     for i in range(lo, hi):
         h = (h ^ np.uint64(data[i])) * _PRIME
-    return _fmix64(h ^ np.uint64(hi - lo))
+    return fmix64(h ^ np.uint64(hi - lo))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -152,7 +141,7 @@ def code_token_kernel(data, offsets, classes, prefix, keywords, short_string):
                 else:
                     h = _bytes_hash(data, lo, i, _NAME_SALT)
                     if after_dot:
-                        h = _fmix64(h ^ _ATTRIBUTE_SALT)
+                        h = fmix64(h ^ _ATTRIBUTE_SALT)
                     else:
                         at = np.searchsorted(keywords, h)
                         if not (at < len(keywords) and keywords[at] == h):
@@ -239,7 +228,7 @@ def ngram_kernel(doc, hashes, n):
         for j in range(s, s + n):
             h = h * _HORNER + hashes[j]
         first[k] = s
-        out[k] = _fmix64(h ^ salt)
+        out[k] = fmix64(h ^ salt)
         k += 1
     return first[:k].copy(), out[:k].copy()
 

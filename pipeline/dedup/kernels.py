@@ -41,7 +41,7 @@ _S13 = np.uint32(13)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _fmix64(h):
+def fmix64(h):
     h ^= h >> _S33
     h *= _M1
     h ^= h >> _S33
@@ -91,7 +91,7 @@ def shingle_kernel(data, offsets, byte_map, token, glue, n):
             hashes[found] = h ^ (length * _LENGTH_SALT)
             found += 1
         for j in range(found):
-            hashes[j] = _fmix64(hashes[j])
+            hashes[j] = fmix64(hashes[j])
         if found == 0:
             continue
         if k + found >= len(doc):
@@ -101,7 +101,7 @@ def shingle_kernel(data, offsets, byte_map, token, glue, n):
             for j in range(found):
                 h = h * _R + hashes[j]
             doc[k] = d
-            out[k] = _fmix64(h ^ (np.uint64(found) * _COUNT_SALT))
+            out[k] = fmix64(h ^ (np.uint64(found) * _COUNT_SALT))
             k += 1
             continue
         for start in range(found - n + 1):
@@ -109,7 +109,7 @@ def shingle_kernel(data, offsets, byte_map, token, glue, n):
             for j in range(start, start + n):
                 h = h * _R + hashes[j]
             doc[k] = d
-            out[k] = _fmix64(h ^ salt_n)
+            out[k] = fmix64(h ^ salt_n)
             k += 1
     return doc[:k].copy(), out[:k].copy()
 

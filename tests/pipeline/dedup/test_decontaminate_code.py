@@ -9,6 +9,7 @@ import pyarrow as pa
 from pipeline.dedup.code_tokens import NAME, STRING, TRIPLE, code_tokens
 from pipeline.dedup.config import DecontaminateConfig
 from pipeline.dedup.decontaminate import contaminating_items, eval_ngrams, item_prompt, remove_spans
+from tests.pipeline.dedup.test_decontaminate import HOST_HEAD, HOST_TAIL
 
 CFG = DecontaminateConfig()
 ITEM = '''def balanced_brackets(expression: str) -> bool:
@@ -40,23 +41,6 @@ EDITED = """def isBalanced_impl(txt: str)->bool:
       pending.pop()
   return not pending
 """
-HOST_HEAD = '''import os
-import sys
-
-
-def read_settings(path):
-    """Load the settings file at path and return its non-empty, non-comment lines."""
-    with open(path) as handle:
-        return [line.strip() for line in handle if line.strip() and not line.startswith("#")]
-
-
-'''
-HOST_TAIL = '''
-
-def main():
-    settings = read_settings(sys.argv[1])
-    print(os.linesep.join(settings))
-'''
 
 
 def shapes(text: str) -> list[str]:
