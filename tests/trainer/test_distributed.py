@@ -311,8 +311,13 @@ def _kill_tree(pid: int) -> None:
 
 
 def _finish(process: subprocess.Popen) -> None:
-    process.wait(timeout=300)
     config = Path(process.args[process.args.index("model.train") + 1])
+    try:
+        process.wait(timeout=300)
+    except subprocess.TimeoutExpired:  # a hung rank: take the whole tree down, or it outlives the test run
+        _kill_tree(process.pid)
+        process.wait()
+        pytest.fail(f"torchrun ran over 300 s; its log ends:\n{config.with_name('torchrun.log').read_text()[-4000:]}")
     assert process.returncode == 0, config.with_name("torchrun.log").read_text()[-4000:]
 
 
