@@ -9,25 +9,10 @@ import pyarrow as pa
 from pipeline.dedup.code_tokens import NAME, STRING, TRIPLE, code_tokens
 from pipeline.dedup.config import DecontaminateConfig
 from pipeline.dedup.decontaminate import contaminating_items, eval_ngrams, item_prompt, remove_spans
-from tests.pipeline.dedup.test_decontaminate import HOST_HEAD, HOST_TAIL
+from tests.pipeline.dedup.test_decontaminate import HOST_HEAD, HOST_TAIL, LONG_BODY, LONG_PROMPT
 
 CFG = DecontaminateConfig()
-ITEM = '''def balanced_brackets(expression: str) -> bool:
-    """Tell whether every bracket of expression, round, square or curly, is closed in the right order.
-    >>> balanced_brackets("{[()()]}")
-    True
-    """
-    closing = {")": "(", "]": "[", "}": "{"}
-    stack = []
-    for symbol in expression:
-        if symbol in "([{":
-            stack.append(symbol)
-        elif symbol in closing:
-            if not stack or stack[-1] != closing[symbol]:
-                return False
-            stack.pop()
-    return not stack
-'''
+ITEM = LONG_PROMPT + LONG_BODY
 EDITED = """def isBalanced_impl(txt: str)->bool:
   '''Check that each bracket in txt is closed in order.'''
   closers={')': '(', ']': '[', '}': '{'}
