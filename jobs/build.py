@@ -9,11 +9,13 @@ shards in training order and `eval-00000.arrow` (held-out sequences); `curriculu
 order) and `report.json` (mixture achieved vs target, padding, cuts) at the top; `_LEDGER.json`.
 
 What runs where (docs/curriculum.md): the driver only sees per-bucket totals and per-bin sums (a few
-thousand rows) and plans the mixture with pipeline.mixing. Executors do the rest: bucketing and selection
-keys (mapInArrow), cumulative positions (window sums inside fixed key bins, offset by the bins' prefix sums),
-copies and their training-order keys (mapInArrow), the cut into shard windows (mapInArrow), and packing
-plus writing each shard (applyInArrow grouped by shard, one shard in memory per task). Every order is a
-seeded hash or a sort on (key, id), so the shards are byte-identical however Spark partitions the data.
+thousand rows per phase) and plans the mixture with pipeline.mixing. Executors do the rest: bucketing and
+selection keys (mapInArrow), cumulative positions (window sums inside fixed key bins, offset by the bins'
+prefix sums), copies and their training-order keys (mapInArrow), the cut into shard windows (mapInArrow),
+and packing plus writing each shard (applyInArrow grouped by phase and shard, one shard in memory per
+task). All phases go through the same Spark jobs (rows carry their phase): the job count does not grow
+with the phases. Every order is a seeded hash or a sort on (key, id), so the shards are byte-identical
+however Spark partitions the data.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import hashlib
 import json
 import posixpath
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import fsspec
 import numpy as np
@@ -36,7 +38,14 @@ from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 from jobs.common import JobResult, input_hash, job_main, read_upstream_documents, run_job
 from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig, ConfigError
-from pipeline.curriculum import PhaseConfig, StageConfig, curriculum_fingerprint, phase_fingerprint, schedule
+from pipeline.curriculum import (
+    PhaseConfig,
+    PhaseSpan,
+    StageConfig,
+    curriculum_fingerprint,
+    phase_fingerprint,
+    schedule,
+)
 from pipeline.documents import DOMAINS
 from pipeline.inspect.figures import decile_means, merge_counts, padding_per_sequence
 from pipeline.ledger import Ledger
@@ -44,6 +53,7 @@ from pipeline.mixing import (
     FRAMING_TOKENS,
     ChatRenderer,
     EvalCut,
+    PhasePlan,
     bin_offsets,
     bucket_caps,
     content_tokens,
@@ -81,25 +91,27 @@ PHASE_DOCS = pa.schema([
 """A phase's candidate documents: `cost` in token slots; `framed` ones (SFT) carry their own bos/eos;
 `members` are the upstream ids a document stands for (the files of a repository-level document)."""
 SFT_ROWS = pa.schema(list(PHASE_DOCS) + [pa.field("reason", pa.string())])
+PHASE = pa.field("_phase", pa.int32())
+"""Every phase is built in the same Spark jobs: rows carry the index of their phase in the schedule."""
 BUCKETED = pa.schema([
-    pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
+    PHASE, pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
     pa.field("tier", pa.int32()), pa.field("difficulty", pa.float64()), pa.field("cost", pa.int64()),
     pa.field("bucket", pa.string()), pa.field("skey", pa.float64()), pa.field("_bin", pa.int32()),
 ])
 COPIES = pa.schema([
-    pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
+    PHASE, pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
     pa.field("tier", pa.int32()), pa.field("epoch", pa.int32()), pa.field("cost", pa.int64()),
     pa.field("okey", pa.float64()), pa.field("tie", pa.float64()), pa.field("held_out", pa.bool_()),
     pa.field("_bin", pa.int32()),
 ])
 PIECES = pa.schema([
-    pa.field("id", pa.string()), pa.field("epoch", pa.int32()), pa.field("shard", pa.int32()),
+    PHASE, pa.field("id", pa.string()), pa.field("epoch", pa.int32()), pa.field("shard", pa.int32()),
     pa.field("offset", pa.int64()), pa.field("length", pa.int64()), pa.field("position", pa.int64()),
     pa.field("okey", pa.float64()), pa.field("source_index", pa.int32()), pa.field("domain_index", pa.int32()),
     pa.field("tier", pa.int32()),
 ])
 SHARD_STATS = pa.schema([
-    pa.field("shard", pa.int32()), pa.field("path", pa.string()), pa.field("num_sequences", pa.int64()),
+    PHASE, pa.field("shard", pa.int32()), pa.field("path", pa.string()), pa.field("num_sequences", pa.int64()),
     pa.field("sha256", pa.string()), pa.field("bytes", pa.int64()), pa.field("padding", pa.int64()),
     pa.field("pieces", pa.int64()), pa.field("cut", pa.int64()), pa.field("by_domain", pa.string()),
     pa.field("by_tier", pa.string()), pa.field("by_source", pa.string()), pa.field("padding_hist", pa.string()),
@@ -170,38 +182,22 @@ def _renderer(uri: str, config_uri: str, bos: str, eos: str) -> ChatRenderer:
 def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledger:
     tok = TokenizerFiles.committed(cfg)
     upstream = read_upstream_documents(spark, cfg, JOB)
-    ledger = Ledger(job=JOB)
-    usage_uris: list[str] = []
-    phases, reports = [], {}
-    for span in schedule(cfg.stages):
-        stage, phase = span.stage, span.phase
-        start = time.perf_counter()
-        records = None
-        if stage.kind == "sft":
-            docs, records = _sft_documents(spark, cfg, stage, phase, tok)
-        else:
-            docs = _pretrain_documents(upstream, stage, phase, tok)
-        derived = records is not None or phase.repo_document_tokens > 0
-        if derived:  # rendered or concatenated documents are computed once; plain ones re-read from Parquet
-            docs = docs.persist()
-        try:
-            usage_uri = posixpath.join(tmp, "_usage", f"{stage.name}.{phase.name}")
-            manifest, figures = _build_phase(cfg, stage, phase, docs, tok, tmp, digest, span.first_step, usage_uri)
-            if records is None:
-                usage_uris.append(usage_uri)
-            else:
-                _count_sft(ledger, stage, phase, records, docs.sparkSession.read.parquet(usage_uri))
-        finally:
-            if derived:
-                docs.unpersist()
-        phases.append({"stage": stage.name, "phase": phase.name, "kind": stage.kind,
-                       "first_step": span.first_step, "steps": span.steps})
-        reports[f"{stage.name}/{phase.name}"] = _phase_report(manifest) | figures
-        print(f"build: {stage.name}/{phase.name} packed in {time.perf_counter() - start:.1f}s", flush=True)
-    _count_upstream(ledger, upstream, [spark.read.parquet(u) for u in usage_uris])
-    fs, usage_root = fsspec.core.url_to_fs(posixpath.join(tmp, "_usage"))
+    spans = schedule(cfg.stages)
+    start = time.perf_counter()
+    docs, records, derived = _candidate_documents(spark, cfg, spans, upstream, tok)
+    usage_uri = posixpath.join(tmp, "_usage")
+    try:
+        reports = _build_phases(cfg, spans, docs, tok, tmp, digest, usage_uri)
+    finally:
+        for frame in derived:
+            frame.unpersist()
+    print(f"build: {len(spans)} phases packed in {time.perf_counter() - start:.1f}s", flush=True)
+    ledger = _count(spans, upstream, records, spark.read.parquet(usage_uri))
+    fs, usage_root = fsspec.core.url_to_fs(usage_uri)
     if fs.exists(usage_root):
         fs.rm(usage_root, recursive=True)
+    phases = [{"stage": s.stage.name, "phase": s.phase.name, "kind": s.stage.kind, "first_step": s.first_step,
+               "steps": s.steps} for s in spans]
     _write_json(posixpath.join(tmp, "curriculum.json"), {
         "fingerprint": curriculum_fingerprint(cfg.stages, cfg.build.seed), "phases": phases,
     })
@@ -211,102 +207,186 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
     return ledger
 
 
-def _build_phase(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, tok: TokenizerFiles, tmp: str,
-                 digest: str, first_step: int, usage_uri: str) -> tuple[dict, dict]:
-    """One phase: plan from per-bin sums, select, order, cut into shard windows, pack and write. Returns
-    the manifest and the phase's figures for report.json."""
+def _candidate_documents(spark: SparkSession, cfg, spans: tuple[PhaseSpan, ...], upstream: DataFrame,
+                         tok: TokenizerFiles) -> tuple[DataFrame, dict[int, DataFrame], list[DataFrame]]:
+    """Every phase's candidate documents in one frame, each row tagged with its phase (`_phase`, the index in
+    `spans`); the SFT records of each SFT phase; the frames persisted here, to unpersist when done."""
+    frames, records, persisted = [], {}, []
+    for index, span in enumerate(spans):
+        if span.stage.kind == "sft":
+            docs, records[index] = _sft_documents(spark, cfg, span.stage, span.phase, tok)
+        else:
+            docs = _pretrain_documents(upstream, span.stage, span.phase, tok)
+        if index in records or span.phase.repo_document_tokens > 0:
+            # Rendered or concatenated documents are computed once; plain ones are re-read from Parquet.
+            docs = docs.persist()
+            persisted.append(docs)
+        frames.append(docs.withColumn("_phase", F.lit(index)))
+    return functools.reduce(DataFrame.unionByName, frames), records, persisted
+
+
+def _build_phases(cfg, spans: tuple[PhaseSpan, ...], docs: DataFrame, tok: TokenizerFiles, tmp: str, digest: str,
+                  usage_uri: str) -> dict[str, dict]:
+    """All phases in the same few Spark jobs (a job per phase cost more than its work at 100K documents):
+    plan each phase from one aggregation of per-bin sums, select, order, cut into shard windows, pack and
+    write; then each phase's manifest. Returns each phase's line of report.json, in schedule order."""
     seed = cfg.build.seed
-    # Small rows (no text, no tokens) read four times (plan, held-out cut, positions, usage): computed once.
-    bucketed = docs.select(*BUCKETED.names[:6]).mapInArrow(
-        _bucketize(phase, seed), from_arrow_schema(BUCKETED)).where(F.col("bucket").isNotNull()).persist()
+    phases = [span.phase for span in spans]
+    # Small rows (no text, no tokens) read four times (sums, held-out cut, positions, usage): computed once.
+    bucketed = docs.select(*BUCKETED.names[:7]).mapInArrow(
+        _bucketize(phases, seed), from_arrow_schema(BUCKETED)).persist()
     try:
-        plan, sources, stats, figures = _select_and_pack(
-            cfg, stage, phase, docs, bucketed, tok, tmp, usage_uri)
+        supplies = _bucket_supplies(bucketed, len(spans))
+        train_offsets = _held_out_offsets(bucketed, {
+            i: eval_cuts(s.bin_costs, eval_limits(span.stage, span.phase, s.totals))
+            for i, (span, s) in enumerate(zip(spans, supplies))})
+        plans = [plan_phase(span.phase, content_tokens(span.stage, span.phase), s.training(span.phase, offsets),
+                            bucket_caps(span.phase, s.sources))
+                 for span, s, offsets in zip(spans, supplies, train_offsets)]
+        in_bucket = bin_offsets({(i, *k): c for i, s in enumerate(supplies) for k, c in s.bin_costs.items()})
+        ranked = _positions(bucketed, ["_phase", "bucket"], ["skey", "id"], in_bucket)
+        copies = ranked.mapInArrow(
+            _copies(plans, train_offsets, [p.ordering for p in phases], seed), from_arrow_schema(COPIES)).persist()
+        try:
+            sums = _train_sums(copies, [i for i, p in enumerate(phases) if p.ordering == "easy_to_hard"], len(spans))
+            layouts = [_layout(span, plan, s.source_names, tok, tmp) for span, plan, s in zip(spans, plans, supplies)]
+            stats = _pack_and_write(copies, docs, sums, layouts)
+            _write_usage(bucketed, copies, docs, usage_uri)
+        finally:
+            copies.unpersist()
     finally:
         bucketed.unpersist()
-    folder = posixpath.join(tmp, stage.name, phase.name)
-    manifest = _manifest(cfg, stage, phase, plan, stats, tok, sources, digest, first_step)
-    write_manifest(folder, manifest)
-    check_listing(folder)
-    return manifest, figures
+    reports = {}
+    for span, plan, supply, offsets, train, shards in zip(spans, plans, supplies, train_offsets, sums, stats):
+        stage, phase = span.stage, span.phase
+        folder = posixpath.join(tmp, stage.name, phase.name)
+        manifest = _manifest(cfg, stage, phase, plan, shards, tok, supply.source_names, digest, span.first_step)
+        write_manifest(folder, manifest)
+        check_listing(folder)
+        reports[f"{stage.name}/{phase.name}"] = _phase_report(manifest) | _phase_figures(phase, train, shards, offsets)
+    return reports
 
 
-def _select_and_pack(cfg, stage: StageConfig, phase: PhaseConfig, docs: DataFrame, bucketed: DataFrame,
-                     tok: TokenizerFiles, tmp: str, usage_uri: str):
-    """Plan the phase from per-bin sums of `bucketed`, then select, order, cut, pack and write."""
-    seed = cfg.build.seed
-    bin_costs, totals, sources_by_bucket = {}, {}, {}
-    for row in bucketed.groupBy("bucket", "source", "_bin").agg(F.sum("cost").alias("cost")).collect():
-        key = (row["bucket"], row["_bin"])
-        bin_costs[key] = bin_costs.get(key, 0) + row["cost"]
-        totals[row["bucket"]] = totals.get(row["bucket"], 0) + row["cost"]
-        sources_by_bucket.setdefault(row["bucket"], set()).add(row["source"])
-    train_offset = _held_out_offsets(bucketed, eval_cuts(bin_costs, eval_limits(stage, phase, totals)))
-    supply = {k: totals.get(k, 0) - train_offset.get(k, 0) for k in phase.weights}
-    plan = plan_phase(phase, content_tokens(stage, phase), supply, bucket_caps(phase, sources_by_bucket))
-    sources = sorted(set().union(*sources_by_bucket.values())) if sources_by_bucket else []
-    ranked = _positions(bucketed, ["bucket"], ["skey", "id"], bin_offsets(bin_costs))
-    copies = ranked.mapInArrow(
-        _copies(plan, train_offset, phase.ordering, seed), from_arrow_schema(COPIES)).persist()
-    try:
-        stats = _pack_and_write(stage, phase, plan.content_tokens, copies, docs, tok, sources, tmp)
-        _write_usage(ranked, copies, docs, usage_uri)
-        figures = _phase_figures(phase, copies, stats, train_offset)
-    finally:
-        copies.unpersist()
-    return plan, sources, stats, figures
+@dataclass
+class BucketSupply:
+    """A phase's candidates as per-bucket totals (from the one aggregation over every phase)."""
+
+    bin_costs: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Token slots per (bucket, key bin of the selection key)."""
+    totals: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, set[str]] = field(default_factory=dict)
+    """The sources each bucket holds."""
+
+    def add(self, bucket: str, source: str, key_bin: int, cost: int) -> None:
+        self.bin_costs[(bucket, key_bin)] = self.bin_costs.get((bucket, key_bin), 0) + cost
+        self.totals[bucket] = self.totals.get(bucket, 0) + cost
+        self.sources.setdefault(bucket, set()).add(source)
+
+    @property
+    def source_names(self) -> list[str]:
+        return sorted(set().union(*self.sources.values())) if self.sources else []
+
+    def training(self, phase: PhaseConfig, train_offset: dict[str, int]) -> dict[str, int]:
+        """Per bucket of the phase, the tokens left for training after its held-out documents."""
+        return {k: self.totals.get(k, 0) - train_offset.get(k, 0) for k in phase.weights}
 
 
-def _held_out_offsets(bucketed: DataFrame, cuts: dict[str, EvalCut]) -> dict[str, int]:
-    """Per bucket, the tokens of its held-out prefix (where training starts): the bins before its cut
-    whole, then pipeline.mixing.held_out_prefix's rule as a running sum over the one bin the cut falls in."""
-    if not cuts:
-        return {}
-    in_cut = functools.reduce(lambda a, b: a | b, [(F.col("bucket") == k) & (F.col("_bin") == c.bin)
-                                                   for k, c in sorted(cuts.items())])
+def _bucket_supplies(bucketed: DataFrame, count: int) -> list[BucketSupply]:
+    """Per-(phase, bucket, source, key bin) sums of the candidates' slots, in one Spark aggregation."""
+    supplies = [BucketSupply() for _ in range(count)]
+    for row in bucketed.groupBy("_phase", "bucket", "source", "_bin").agg(F.sum("cost").alias("cost")).collect():
+        supplies[row["_phase"]].add(row["bucket"], row["source"], row["_bin"], row["cost"])
+    return supplies
 
-    def per_bucket(room):
-        first, *rest = sorted(cuts)
-        return functools.reduce(lambda expr, k: expr.when(F.col("bucket") == k, F.lit(room(cuts[k]))), rest,
-                                F.when(F.col("bucket") == first, F.lit(room(cuts[first]))))
 
-    running = F.sum("cost").over(Window.partitionBy("bucket").orderBy("skey", "id")
-                                 .rowsBetween(Window.unboundedPreceding, Window.currentRow))
-    held = ((F.col("_end") - F.col("cost") < per_bucket(lambda c: c.start_room))
-            & (F.col("_end") <= per_bucket(lambda c: c.end_room)))
-    inside = dict(bucketed.where(in_cut).select("bucket", "cost", "skey", "id").withColumn("_end", running)
-                  .where(held).groupBy("bucket").agg(F.max("_end")).collect())
-    return {k: c.before + (inside.get(k) or 0) for k, c in cuts.items()}
+def _held_out_offsets(bucketed: DataFrame, cuts: dict[int, dict[str, EvalCut]]) -> list[dict[str, int]]:
+    """Per phase and bucket, the tokens of its held-out prefix (where training starts): the bins before its
+    cut whole, then pipeline.mixing.held_out_prefix's rule as a running sum over the one bin the cut falls
+    in. One Spark job for every phase."""
+    flat = sorted(((i, k), c) for i, per_phase in cuts.items() for k, c in per_phase.items())
+    inside: dict[tuple[int, str], int] = {}
+    if flat:
+        def bucket_is(index: int, key: str):
+            return (F.col("_phase") == index) & (F.col("bucket") == key)
+
+        in_cut = functools.reduce(lambda a, b: a | b, [bucket_is(*k) & (F.col("_bin") == c.bin) for k, c in flat])
+
+        def per_bucket(room):
+            (first, cut), *rest = flat
+            return functools.reduce(lambda expr, kc: expr.when(bucket_is(*kc[0]), F.lit(room(kc[1]))), rest,
+                                    F.when(bucket_is(*first), F.lit(room(cut))))
+
+        running = F.sum("cost").over(Window.partitionBy("_phase", "bucket").orderBy("skey", "id")
+                                     .rowsBetween(Window.unboundedPreceding, Window.currentRow))
+        held = ((F.col("_end") - F.col("cost") < per_bucket(lambda c: c.start_room))
+                & (F.col("_end") <= per_bucket(lambda c: c.end_room)))
+        rows = (bucketed.where(in_cut).select("_phase", "bucket", "cost", "skey", "id").withColumn("_end", running)
+                .where(held).groupBy("_phase", "bucket").agg(F.max("_end").alias("_end")).collect())
+        inside = {(r["_phase"], r["bucket"]): r["_end"] for r in rows}
+    return [{k: c.before + (inside.get((i, k)) or 0) for k, c in cuts[i].items()} for i in range(len(cuts))]
 
 
 DIFFICULTY_SCALE = 100_000
 
 
-def _phase_figures(phase: PhaseConfig, copies: DataFrame, stats: list[dict], held_out: dict[str, int]) -> dict:
-    """What the report draws for a phase, from the persisted copies and the shards' stats rows: documents by
-    length (power-of-two bins of token slots, one copy each), sequences by padding, held-out tokens per bucket
-    and, for `easy_to_hard`, the mean difficulty per tenth of the phase's training order."""
-    train = copies.where(~F.col("held_out"))
-    bits = F.length(F.bin("cost")).alias("bits")  # the bit length: the power-of-two bin, in exact integers
-    lengths = {1 << (r["bits"] - 1): r["count"] for r in train.where(F.col("epoch") == 0).groupBy(bits).count().collect()}
+@dataclass
+class TrainSums:
+    """A phase's training copies as per-bin sums (from one aggregation over every phase)."""
+
+    bin_costs: dict[int, int] = field(default_factory=dict)
+    """Token slots per key bin of the training order: where each bin starts in the phase."""
+    bin_difficulty: dict[int, int] = field(default_factory=dict)
+    """`easy_to_hard` phases: per key bin, the slots times the difficulty in 1e-5 steps (integer sums, the
+    same whatever the order)."""
+    lengths: dict[int, int] = field(default_factory=dict)
+    """Documents (their first copy) per power-of-two bin of token slots."""
+
+
+def _train_sums(copies: DataFrame, easy_to_hard: list[int], count: int) -> list[TrainSums]:
+    """Per phase, the training copies' sums per key bin and per length bin: one Spark aggregation with two
+    grouping sets, (phase, key bin) and (phase, length bin)."""
+    train = copies.where(~F.col("held_out")).withColumn(
+        "_bits", F.length(F.bin("cost")))  # the bit length: the power-of-two bin, in exact integers
+    scaled = F.col("cost") * F.round(F.col("okey") * DIFFICULTY_SCALE).cast("long")
+    difficulty = F.when(F.col("_phase").isin(easy_to_hard), scaled) if easy_to_hard else F.lit(None)
+    rows = train.groupingSets([["_phase", "_bin"], ["_phase", "_bits"]], "_phase", "_bin", "_bits").agg(
+        F.sum("cost").alias("cost"), F.sum(difficulty.cast("long")).alias("difficulty"),
+        F.sum((F.col("epoch") == 0).cast("long")).alias("first_copies"),
+        F.grouping("_bits").alias("by_key_bin"),
+    ).collect()
+    sums = [TrainSums() for _ in range(count)]
+    for row in rows:
+        phase = sums[row["_phase"]]
+        if row["by_key_bin"]:
+            phase.bin_costs[row["_bin"]] = row["cost"]
+            if row["difficulty"] is not None:
+                phase.bin_difficulty[row["_bin"]] = row["difficulty"]
+        elif row["first_copies"]:  # length bins that only repeated copies fall in are not drawn
+            phase.lengths[1 << (row["_bits"] - 1)] = row["first_copies"]
+    return sums
+
+
+def _phase_figures(phase: PhaseConfig, train: TrainSums, stats: list[dict], held_out: dict[str, int]) -> dict:
+    """What the report draws for a phase: documents by length (power-of-two bins of token slots, one copy
+    each), sequences by padding, held-out tokens per bucket and, for `easy_to_hard`, the mean difficulty per
+    tenth of the phase's training order."""
     figures = {
-        "document_lengths": {str(k): v for k, v in sorted(lengths.items())},
+        "document_lengths": {str(k): v for k, v in sorted(train.lengths.items())},
         "padding_per_sequence": merge_counts(json.loads(s["padding_hist"]) for s in stats if s["shard"] >= 0),
         "held_out_tokens": dict(sorted(held_out.items())),
     }
-    if phase.ordering == "easy_to_hard":  # integer sums (difficulty in 1e-5 steps): the same whatever the order
-        scaled = F.col("cost") * F.round(F.col("okey") * DIFFICULTY_SCALE).cast("long")
-        sums = train.groupBy("_bin").agg(F.sum("cost").alias("cost"), F.sum(scaled).alias("d")).collect()
-        figures["difficulty_by_decile"] = decile_means(
-            sorted((r["_bin"], r["cost"], r["d"] / DIFFICULTY_SCALE) for r in sums))
+    if phase.ordering == "easy_to_hard":
+        figures["difficulty_by_decile"] = decile_means(sorted(
+            (b, cost, train.bin_difficulty[b] / DIFFICULTY_SCALE) for b, cost in train.bin_costs.items()))
     return figures
 
 
-def _write_usage(ranked: DataFrame, copies: DataFrame, docs: DataFrame, uri: str) -> None:
-    """Which upstream ids the phase matched and used (a repository document stands for its files)."""
-    used = copies.select("id").distinct().withColumn("used", F.lit(True))
-    (ranked.select("id").join(used, "id", "left").join(docs.select("id", "members"), "id")
-     .select(F.explode("members").alias("id"), F.coalesce("used", F.lit(False)).alias("used"))
+def _write_usage(bucketed: DataFrame, copies: DataFrame, docs: DataFrame, uri: str) -> None:
+    """Which upstream ids each phase matched and used (a repository document stands for its files)."""
+    used = copies.select("_phase", "id").distinct().withColumn("used", F.lit(True))
+    (bucketed.select("_phase", "id").join(used, ["_phase", "id"], "left")
+     .join(docs.select("_phase", "id", "members"), ["_phase", "id"])
+     .select("_phase", F.explode("members").alias("id"), F.coalesce("used", F.lit(False)).alias("used"))
      .write.mode("overwrite").parquet(uri))
 
 
@@ -463,22 +543,25 @@ def _sft_listing(cfg: BuildConfig) -> str:
 
 # --- selection --------------------------------------------------------------------------------------------
 
-def _bucketize(phase: PhaseConfig, seed: int):
-    """mapInArrow: each document's bucket in the phase (or null) and its selection key."""
+def _bucketize(phases: list[PhaseConfig], seed: int):
+    """mapInArrow: each candidate's bucket in its phase and its selection key; candidates that no bucket of
+    their phase takes are left out."""
 
     def assign(batches):
-        bucket_of = functools.lru_cache(maxsize=None)(phase.bucket_of)  # few (domain, tier, source) triples
+        # few (domain, tier, source) triples per phase
+        bucket_of = [functools.lru_cache(maxsize=None)(phase.bucket_of) for phase in phases]
         for batch in batches:
             cols = batch.to_pydict()
-            buckets, keys = [], []
-            for doc_id, source, domain, tier, cost in zip(
-                cols["id"], cols["source"], cols["domain"], cols["tier"], cols["cost"]
-            ):
-                buckets.append(bucket_of(domain, tier, source))
-                keys.append(selection_key(seed, phase.name, doc_id, cost, phase.length_bias))
-            cols["bucket"], cols["skey"] = buckets, keys
-            cols["_bin"] = [key_bin(k) for k in keys]
-            yield pa.RecordBatch.from_pydict(cols, schema=BUCKETED)
+            out = {name: [] for name in BUCKETED.names}
+            for row in zip(*(cols[name] for name in BUCKETED.names[:7])):
+                index, doc_id, source, domain, tier, _, cost = row
+                bucket = bucket_of[index](domain, tier, source)
+                if bucket is None:
+                    continue
+                key = selection_key(seed, phases[index].name, doc_id, cost, phases[index].length_bias)
+                for name, value in zip(BUCKETED.names, (*row, bucket, key, key_bin(key))):
+                    out[name].append(value)
+            yield pa.RecordBatch.from_pydict(out, schema=BUCKETED)
 
     return assign
 
@@ -513,19 +596,20 @@ def _running_sum(offsets: dict[tuple, int], group: list[str], schema: pa.Schema)
     return run
 
 
-def _copies(plan, train_offset: dict, ordering: str, seed: int):
-    """mapInArrow: ranked documents -> their copies (pipeline.mixing.expand_copies)."""
+def _copies(plans: list[PhasePlan], train_offsets: list[dict[str, int]], orderings: list[str], seed: int):
+    """mapInArrow: ranked documents -> their copies in their phase (pipeline.mixing.expand_copies)."""
 
     def expand(batches):
         for batch in batches:
             cols = batch.to_pydict()
             out = {name: [] for name in COPIES.names}
             for i, doc_id in enumerate(cols["id"]):
+                phase = cols["_phase"][i]
                 for c in expand_copies(
                     doc_id, cols["bucket"][i], cols["start"][i], cols["cost"][i], cols["difficulty"][i],
-                    plan=plan, train_offset=train_offset, ordering=ordering, seed=seed,
+                    plan=plans[phase], train_offset=train_offsets[phase], ordering=orderings[phase], seed=seed,
                 ):
-                    for name in ("id", "source", "domain", "tier"):
+                    for name in ("_phase", "id", "source", "domain", "tier"):
                         out[name].append(cols[name][i])
                     out["epoch"].append(c.epoch)
                     out["cost"].append(c.cost)
@@ -540,29 +624,52 @@ def _copies(plan, train_offset: dict, ordering: str, seed: int):
 
 # --- packing ----------------------------------------------------------------------------------------------
 
-def _pack_and_write(stage: StageConfig, phase: PhaseConfig, total: int, copies: DataFrame, docs: DataFrame,
-                    tok: TokenizerFiles, sources: list[str], tmp: str) -> list[dict]:
-    num_sequences = phase.tokens // stage.seq_len
+@dataclass(frozen=True)
+class PhaseLayout:
+    """What the executors need to cut one phase's copies into shard windows and to pack its shards."""
+
+    content_tokens: int
+    num_sequences: int
+    seq_len: int
+    shard_sequences: int
+    source_index: dict[str, int]
+    special_ids: dict[str, int]
+    loss_mask: bool
+    folder: str
+    metadata: dict[str, str]
+
+
+def _layout(span: PhaseSpan, plan: PhasePlan, sources: list[str], tok: TokenizerFiles, tmp: str) -> PhaseLayout:
+    stage, phase = span.stage, span.phase
+    return PhaseLayout(
+        content_tokens=plan.content_tokens, num_sequences=phase.tokens // stage.seq_len, seq_len=stage.seq_len,
+        shard_sequences=stage.shard_sequences, source_index={s: i for i, s in enumerate(sources)},
+        special_ids=TokenizerFiles.special_ids(tok, stage), loss_mask=stage.kind == "sft",
+        folder=posixpath.join(tmp, stage.name, phase.name), metadata={"stage": stage.name, "phase": phase.name},
+    )
+
+
+def _pack_and_write(copies: DataFrame, docs: DataFrame, sums: list[TrainSums],
+                    layouts: list[PhaseLayout]) -> list[list[dict]]:
+    """Every phase's shards in one Spark job; per phase, the shards' stats rows in shard order (eval: -1)."""
     train = copies.where(~F.col("held_out"))
-    bin_costs = {(r["_bin"],): r["cost"] for r in train.groupBy("_bin").agg(F.sum("cost").alias("cost")).collect()}
-    train = _positions(train, [], ["okey", "tie", "id", "epoch"], bin_offsets(bin_costs))
+    in_phase = bin_offsets({(i, b): c for i, s in enumerate(sums) for b, c in s.bin_costs.items()})
+    train = _positions(train, ["_phase"], ["okey", "tie", "id", "epoch"], in_phase)
     held = copies.where(F.col("held_out")).withColumn("start", F.lit(-1).cast("long"))
-    source_index = {s: i for i, s in enumerate(sources)}
-    pieces = train.unionByName(held).mapInArrow(
-        _pieces(total, num_sequences, stage.shard_sequences, source_index), from_arrow_schema(PIECES))
-    # Only the documents the phase uses cross the shuffle with their tokens (a phase takes a share of the
+    pieces = train.unionByName(held).mapInArrow(_pieces(layouts), from_arrow_schema(PIECES))
+    # Only the documents some phase uses cross the shuffle with their tokens (a phase takes a share of the
     # candidates): a semi-join on the broadcast ids of the copies drops the rest where they are read.
     used = F.broadcast(copies.select("id").distinct())
-    fat = docs.select("id", "framed", "tokens", "loss_mask").join(used, "id", "left_semi")
-    folder = posixpath.join(tmp, stage.name, phase.name)
-    ids = TokenizerFiles.special_ids(tok, stage)
-    pack = _pack_shard(stage.seq_len, num_sequences, stage.shard_sequences, ids, stage.kind == "sft", folder,
-                       {"stage": stage.name, "phase": phase.name})
-    rows = pieces.join(fat, "id").groupBy("shard").applyInArrow(pack, from_arrow_schema(SHARD_STATS)).collect()
-    return sorted((r.asDict() for r in rows), key=lambda r: r["shard"])
+    fat = docs.select("_phase", "id", "framed", "tokens", "loss_mask").join(used, "id", "left_semi")
+    rows = pieces.join(fat, ["_phase", "id"]).groupBy("_phase", "shard").applyInArrow(
+        _pack_shard(layouts), from_arrow_schema(SHARD_STATS)).collect()
+    stats: list[list[dict]] = [[] for _ in layouts]
+    for row in sorted((r.asDict() for r in rows), key=lambda r: (r["_phase"], r["shard"])):
+        stats[row["_phase"]].append(row)
+    return stats
 
 
-def _pieces(total: int, num_sequences: int, shard_sequences: int, source_index: dict[str, int]):
+def _pieces(layouts: list[PhaseLayout]):
     """mapInArrow: copies with a global `start` -> their pieces in each shard window (eval: shard -1)."""
 
     def cut(batches):
@@ -570,10 +677,13 @@ def _pieces(total: int, num_sequences: int, shard_sequences: int, source_index: 
             cols = batch.to_pydict()
             out = {name: [] for name in PIECES.names}
             for i, doc_id in enumerate(cols["id"]):
+                phase = cols["_phase"][i]
+                layout = layouts[phase]
                 start, cost = cols["start"][i], cols["cost"][i]
                 spans = [(-1, 0, cost)] if start < 0 else split_at_shards(
-                    start, cost, total, num_sequences, shard_sequences)
+                    start, cost, layout.content_tokens, layout.num_sequences, layout.shard_sequences)
                 for shard, offset, length in spans:
+                    out["_phase"].append(phase)
                     out["id"].append(doc_id)
                     out["epoch"].append(cols["epoch"][i])
                     out["shard"].append(shard)
@@ -581,7 +691,7 @@ def _pieces(total: int, num_sequences: int, shard_sequences: int, source_index: 
                     out["length"].append(length)
                     out["position"].append(start + offset if start >= 0 else -1)
                     out["okey"].append(cols["okey"][i])
-                    out["source_index"].append(source_index[cols["source"][i]])
+                    out["source_index"].append(layout.source_index[cols["source"][i]])
                     out["domain_index"].append(DOMAINS.index(cols["domain"][i]))
                     out["tier"].append(cols["tier"][i])
             yield pa.RecordBatch.from_pydict(out, schema=PIECES)
@@ -589,33 +699,37 @@ def _pieces(total: int, num_sequences: int, shard_sequences: int, source_index: 
     return cut
 
 
-def _pack_shard(seq_len: int, num_sequences: int, shard_sequences: int, ids: dict[str, int], loss_mask: bool,
-                folder: str, metadata: dict[str, str]):
-    """applyInArrow: the pieces of one shard -> packed, written (and re-read, hashed); one stats row out."""
-    meta = {"rnj.format_version": str(FORMAT_VERSION), "rnj.seq_len": str(seq_len), **{
-        f"rnj.{k}": v for k, v in metadata.items()}}
+def _pack_shard(layouts: list[PhaseLayout]):
+    """applyInArrow: the pieces of one shard of one phase -> packed, written (and re-read, hashed); one stats
+    row out."""
 
     def pack(table: pa.Table) -> pa.Table:
+        phase = table["_phase"][0].as_py()
+        layout = layouts[phase]
+        meta = {"rnj.format_version": str(FORMAT_VERSION), "rnj.seq_len": str(layout.seq_len), **{
+            f"rnj.{k}": v for k, v in layout.metadata.items()}}
         keys = zip(*(table[c].to_pylist() for c in ("position", "okey", "id", "epoch")))
         order = sorted(range(table.num_rows), key=lambda i, k=list(keys): k[i])
         table = table.take(order)
         shard = table["shard"][0].as_py()
+        ids = layout.special_ids
         items = _items(table, ids)
         sizes = [len(item.tokens) for item in items]
         if shard >= 0:
-            bins = pack_exact(sizes, seq_len, shard_sequences_of(num_sequences, shard_sequences, shard))
+            bins = pack_exact(sizes, layout.seq_len,
+                              shard_sequences_of(layout.num_sequences, layout.shard_sequences, shard))
             name = f"train-{shard:05d}.arrow"
         else:
-            bins = best_fit_decreasing(sizes, seq_len)
+            bins = best_fit_decreasing(sizes, layout.seq_len)
             name = "eval-00000.arrow"
-        packed = assemble(bins, items, seq_len, ids["pad"], loss_mask, meta)
-        sha, size = write_shard(posixpath.join(folder, name), packed.table)
+        packed = assemble(bins, items, layout.seq_len, ids["pad"], layout.loss_mask, meta)
+        sha, size = write_shard(posixpath.join(layout.folder, name), packed.table)
         row = {
-            "shard": shard, "path": name, "num_sequences": len(bins), "sha256": sha, "bytes": size,
-            "padding": packed.num_padding, "pieces": len(items), "cut": cut_documents(bins, sizes, seq_len),
+            "_phase": phase, "shard": shard, "path": name, "num_sequences": len(bins), "sha256": sha, "bytes": size,
+            "padding": packed.num_padding, "pieces": len(items), "cut": cut_documents(bins, sizes, layout.seq_len),
             "by_domain": json.dumps(packed.tokens_by_domain), "by_tier": json.dumps(packed.tokens_by_tier),
             "by_source": json.dumps(packed.tokens_by_source),
-            "padding_hist": json.dumps(padding_per_sequence(bins, seq_len)),
+            "padding_hist": json.dumps(padding_per_sequence(bins, layout.seq_len)),
         }
         return pa.Table.from_pylist([row], schema=SHARD_STATS)
 
@@ -702,12 +816,22 @@ def _phase_report(manifest: dict) -> dict:
     }
 
 
-def _count_upstream(ledger: Ledger, upstream: DataFrame, usage: list[DataFrame]) -> None:
+def _count(spans: tuple[PhaseSpan, ...], upstream: DataFrame, records: dict[int, DataFrame],
+           usage: DataFrame) -> Ledger:
+    """The ledger: each SFT phase's records, then every upstream document over the other phases."""
+    ledger = Ledger(job=JOB)
+    for index, frame in sorted(records.items()):
+        _count_sft(ledger, spans[index].stage, spans[index].phase, frame, usage.where(F.col("_phase") == index))
+    pretrain = [i for i in range(len(spans)) if i not in records]
+    _count_upstream(ledger, upstream, usage.where(F.col("_phase").isin(pretrain)) if pretrain else None)
+    return ledger
+
+
+def _count_upstream(ledger: Ledger, upstream: DataFrame, usage: DataFrame | None) -> None:
     """Every upstream document: written if some phase trains or evaluates on it, else dropped with why."""
     docs = upstream.select("id", "source")
-    if usage:
-        flags = functools.reduce(DataFrame.unionByName, usage).groupBy("id").agg(
-            F.lit(True).alias("_matched"), F.max("used").alias("_used"))
+    if usage is not None:
+        flags = usage.groupBy("id").agg(F.lit(True).alias("_matched"), F.max("used").alias("_used"))
         docs = docs.join(flags, "id", "left")
     else:
         docs = docs.withColumn("_matched", F.lit(None).cast("boolean")).withColumn("_used", F.lit(None).cast("boolean"))
