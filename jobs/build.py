@@ -93,19 +93,24 @@ PHASE_DOCS = pa.schema([
 SFT_ROWS = pa.schema(list(PHASE_DOCS) + [pa.field("reason", pa.string())])
 PHASE = pa.field("_phase", pa.int32())
 """Every phase is built in the same Spark jobs: rows carry the index of their phase in the schedule."""
+ORIGIN = pa.field("_origin", pa.int32())
+"""Where a candidate's tokens are read from: -1 the upstream table (read once for every phase), else the
+index of the phase that derived the document (repository documents, rendered SFT conversations)."""
+UPSTREAM = -1
 BUCKETED = pa.schema([
-    PHASE, pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
+    PHASE, ORIGIN, pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
     pa.field("tier", pa.int32()), pa.field("difficulty", pa.float64()), pa.field("cost", pa.int64()),
+    pa.field("members", pa.list_(pa.string())),
     pa.field("bucket", pa.string()), pa.field("skey", pa.float64()), pa.field("_bin", pa.int32()),
 ])
 COPIES = pa.schema([
-    PHASE, pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
+    PHASE, ORIGIN, pa.field("id", pa.string()), pa.field("source", pa.string()), pa.field("domain", pa.string()),
     pa.field("tier", pa.int32()), pa.field("epoch", pa.int32()), pa.field("cost", pa.int64()),
     pa.field("okey", pa.float64()), pa.field("tie", pa.float64()), pa.field("held_out", pa.bool_()),
     pa.field("_bin", pa.int32()),
 ])
 PIECES = pa.schema([
-    PHASE, pa.field("id", pa.string()), pa.field("epoch", pa.int32()), pa.field("shard", pa.int32()),
+    PHASE, ORIGIN, pa.field("id", pa.string()), pa.field("epoch", pa.int32()), pa.field("shard", pa.int32()),
     pa.field("offset", pa.int64()), pa.field("length", pa.int64()), pa.field("position", pa.int64()),
     pa.field("okey", pa.float64()), pa.field("source_index", pa.int32()), pa.field("domain_index", pa.int32()),
     pa.field("tier", pa.int32()),
@@ -184,10 +189,10 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
     upstream = read_upstream_documents(spark, cfg, JOB)
     spans = schedule(cfg.stages)
     start = time.perf_counter()
-    docs, records, derived = _candidate_documents(spark, cfg, spans, upstream, tok)
+    candidates, fat, records, derived = _candidate_documents(spark, cfg, spans, upstream, tok)
     usage_uri = posixpath.join(tmp, "_usage")
     try:
-        reports = _build_phases(cfg, spans, docs, tok, tmp, digest, usage_uri)
+        reports = _build_phases(cfg, spans, candidates, fat, tok, tmp, digest, usage_uri)
     finally:
         for frame in derived:
             frame.unpersist()
@@ -208,32 +213,46 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
 
 
 def _candidate_documents(spark: SparkSession, cfg, spans: tuple[PhaseSpan, ...], upstream: DataFrame,
-                         tok: TokenizerFiles) -> tuple[DataFrame, dict[int, DataFrame], list[DataFrame]]:
-    """Every phase's candidate documents in one frame, each row tagged with its phase (`_phase`, the index in
-    `spans`); the SFT records of each SFT phase; the frames persisted here, to unpersist when done."""
-    frames, records, persisted = [], {}, []
+                         tok: TokenizerFiles) -> tuple[DataFrame, DataFrame, dict[int, DataFrame], list[DataFrame]]:
+    """Every phase's candidate documents in one frame without tokens, each row tagged with its phase
+    (`_phase`, the index in `spans`) and `_origin`; the documents with their tokens by `_origin` (the
+    upstream table once, whichever phases use it); the SFT records of each SFT phase; the frames persisted
+    here, to unpersist when done."""
+    typed = _typed_upstream(upstream)
+    candidates, fat, records, persisted = [], [], {}, []
     for index, span in enumerate(spans):
+        phase = span.phase
+        frames, derived = [], None
         if span.stage.kind == "sft":
-            docs, records[index] = _sft_documents(spark, cfg, span.stage, span.phase, tok)
+            derived, records[index] = _sft_documents(spark, cfg, span.stage, phase, tok)
         else:
-            docs = _pretrain_documents(upstream, span.stage, span.phase, tok)
-        if index in records or span.phase.repo_document_tokens > 0:
-            # Rendered or concatenated documents are computed once; plain ones are re-read from Parquet.
-            docs = docs.persist()
-            persisted.append(docs)
-        frames.append(docs.withColumn("_phase", F.lit(index)))
-    return functools.reduce(DataFrame.unionByName, frames), records, persisted
+            frames.append(_plain_documents(typed.where(F.col("repo").isNull()) if phase.repo_document_tokens
+                                           else typed).withColumn("_origin", F.lit(UPSTREAM)))
+            if phase.repo_document_tokens:
+                derived = typed.where(F.col("repo").isNotNull()).groupBy("repo").applyInArrow(
+                    _repo_documents(tok.uri, phase.repo_document_tokens), from_arrow_schema(PHASE_DOCS))
+        if derived is not None:  # rendered or concatenated documents are computed once
+            derived = derived.persist()
+            persisted.append(derived)
+            frames.append(derived.withColumn("_origin", F.lit(index)))
+            fat.append(frames[-1])
+        candidates += [frame.withColumn("_phase", F.lit(index)) for frame in frames]
+    if any(span.stage.kind != "sft" for span in spans):  # some phase reads plain upstream documents
+        fat.append(_plain_documents(typed).withColumn("_origin", F.lit(UPSTREAM)))
+    fat = [frame.select("_origin", "id", "framed", "tokens", "loss_mask") for frame in fat]
+    union = functools.partial(functools.reduce, DataFrame.unionByName)
+    return union(candidates).drop("tokens", "loss_mask"), union(fat), records, persisted
 
 
-def _build_phases(cfg, spans: tuple[PhaseSpan, ...], docs: DataFrame, tok: TokenizerFiles, tmp: str, digest: str,
-                  usage_uri: str) -> dict[str, dict]:
+def _build_phases(cfg, spans: tuple[PhaseSpan, ...], candidates: DataFrame, fat: DataFrame, tok: TokenizerFiles,
+                  tmp: str, digest: str, usage_uri: str) -> dict[str, dict]:
     """All phases in the same few Spark jobs (a job per phase cost more than its work at 100K documents):
     plan each phase from one aggregation of per-bin sums, select, order, cut into shard windows, pack and
     write; then each phase's manifest. Returns each phase's line of report.json, in schedule order."""
     seed = cfg.build.seed
     phases = [span.phase for span in spans]
-    # Small rows (no text, no tokens) read four times (sums, held-out cut, positions, usage): computed once.
-    bucketed = docs.select(*BUCKETED.names[:7]).mapInArrow(
+    # Small rows (no tokens) read four times (sums, held-out cut, positions, usage): computed once.
+    bucketed = candidates.select(*BUCKETED.names[:9]).mapInArrow(
         _bucketize(phases, seed), from_arrow_schema(BUCKETED)).persist()
     try:
         supplies = _bucket_supplies(bucketed, len(spans))
@@ -250,8 +269,8 @@ def _build_phases(cfg, spans: tuple[PhaseSpan, ...], docs: DataFrame, tok: Token
         try:
             sums = _train_sums(copies, [i for i, p in enumerate(phases) if p.ordering == "easy_to_hard"], len(spans))
             layouts = [_layout(span, plan, s.source_names, tok, tmp) for span, plan, s in zip(spans, plans, supplies)]
-            stats = _pack_and_write(copies, docs, sums, layouts)
-            _write_usage(bucketed, copies, docs, usage_uri)
+            stats = _pack_and_write(copies, fat, sums, layouts)
+            _write_usage(bucketed, copies, usage_uri)
         finally:
             copies.unpersist()
     finally:
@@ -381,36 +400,31 @@ def _phase_figures(phase: PhaseConfig, train: TrainSums, stats: list[dict], held
     return figures
 
 
-def _write_usage(bucketed: DataFrame, copies: DataFrame, docs: DataFrame, uri: str) -> None:
+def _write_usage(bucketed: DataFrame, copies: DataFrame, uri: str) -> None:
     """Which upstream ids each phase matched and used (a repository document stands for its files)."""
     used = copies.select("_phase", "id").distinct().withColumn("used", F.lit(True))
-    (bucketed.select("_phase", "id").join(used, ["_phase", "id"], "left")
-     .join(docs.select("_phase", "id", "members"), ["_phase", "id"])
+    (bucketed.select("_phase", "id", "members").join(used, ["_phase", "id"], "left")
      .select("_phase", F.explode("members").alias("id"), F.coalesce("used", F.lit(False)).alias("used"))
      .write.mode("overwrite").parquet(uri))
 
 
 # --- candidate documents ----------------------------------------------------------------------------------
 
-def _pretrain_documents(upstream: DataFrame, stage: StageConfig, phase: PhaseConfig, tok: TokenizerFiles):
-    docs = upstream.select(
+def _typed_upstream(upstream: DataFrame) -> DataFrame:
+    return upstream.select(
         "id", "source", "domain", F.col("tier").cast("int").alias("tier"),
         F.col("difficulty").cast("double").alias("difficulty"), "repo", "uri",
         F.col("tokens").cast("array<int>").alias("tokens"), F.col("num_tokens").cast("long").alias("num_tokens"),
     )
-    plain = docs
-    if phase.repo_document_tokens:
-        plain = docs.where(F.col("repo").isNull())
-    plain = plain.select(
+
+
+def _plain_documents(typed: DataFrame) -> DataFrame:
+    """Upstream documents as candidates (PHASE_DOCS' columns): each stands for itself."""
+    return typed.select(
         "id", "source", "domain", "tier", "difficulty",
         (F.col("num_tokens") + FRAMING_TOKENS).alias("cost"), F.lit(False).alias("framed"),
         F.array("id").alias("members"), "tokens", F.lit(None).cast("binary").alias("loss_mask"),
     )
-    if not phase.repo_document_tokens:
-        return plain
-    repos = docs.where(F.col("repo").isNotNull()).groupBy("repo").applyInArrow(
-        _repo_documents(tok.uri, phase.repo_document_tokens), from_arrow_schema(PHASE_DOCS))
-    return plain.unionByName(repos)
 
 
 def _repo_documents(tokenizer_uri: str, limit: int):
@@ -553,8 +567,8 @@ def _bucketize(phases: list[PhaseConfig], seed: int):
         for batch in batches:
             cols = batch.to_pydict()
             out = {name: [] for name in BUCKETED.names}
-            for row in zip(*(cols[name] for name in BUCKETED.names[:7])):
-                index, doc_id, source, domain, tier, _, cost = row
+            for row in zip(*(cols[name] for name in BUCKETED.names[:9])):
+                index, _, doc_id, source, domain, tier, _, cost, _ = row
                 bucket = bucket_of[index](domain, tier, source)
                 if bucket is None:
                     continue
@@ -609,7 +623,7 @@ def _copies(plans: list[PhasePlan], train_offsets: list[dict[str, int]], orderin
                     doc_id, cols["bucket"][i], cols["start"][i], cols["cost"][i], cols["difficulty"][i],
                     plan=plans[phase], train_offset=train_offsets[phase], ordering=orderings[phase], seed=seed,
                 ):
-                    for name in ("_phase", "id", "source", "domain", "tier"):
+                    for name in ("_phase", "_origin", "id", "source", "domain", "tier"):
                         out[name].append(cols[name][i])
                     out["epoch"].append(c.epoch)
                     out["cost"].append(c.cost)
@@ -649,7 +663,7 @@ def _layout(span: PhaseSpan, plan: PhasePlan, sources: list[str], tok: Tokenizer
     )
 
 
-def _pack_and_write(copies: DataFrame, docs: DataFrame, sums: list[TrainSums],
+def _pack_and_write(copies: DataFrame, fat: DataFrame, sums: list[TrainSums],
                     layouts: list[PhaseLayout]) -> list[list[dict]]:
     """Every phase's shards in one Spark job; per phase, the shards' stats rows in shard order (eval: -1)."""
     train = copies.where(~F.col("held_out"))
@@ -660,8 +674,7 @@ def _pack_and_write(copies: DataFrame, docs: DataFrame, sums: list[TrainSums],
     # Only the documents some phase uses cross the shuffle with their tokens (a phase takes a share of the
     # candidates): a semi-join on the broadcast ids of the copies drops the rest where they are read.
     used = F.broadcast(copies.select("id").distinct())
-    fat = docs.select("_phase", "id", "framed", "tokens", "loss_mask").join(used, "id", "left_semi")
-    rows = pieces.join(fat, ["_phase", "id"]).groupBy("_phase", "shard").applyInArrow(
+    rows = pieces.join(fat.join(used, "id", "left_semi"), ["_origin", "id"]).groupBy("_phase", "shard").applyInArrow(
         _pack_shard(layouts), from_arrow_schema(SHARD_STATS)).collect()
     stats: list[list[dict]] = [[] for _ in layouts]
     for row in sorted((r.asDict() for r in rows), key=lambda r: (r["_phase"], r["shard"])):
@@ -684,6 +697,7 @@ def _pieces(layouts: list[PhaseLayout]):
                     start, cost, layout.content_tokens, layout.num_sequences, layout.shard_sequences)
                 for shard, offset, length in spans:
                     out["_phase"].append(phase)
+                    out["_origin"].append(cols["_origin"][i])
                     out["id"].append(doc_id)
                     out["epoch"].append(cols["epoch"][i])
                     out["shard"].append(shard)
