@@ -565,19 +565,27 @@ def _bucketize(phases: list[PhaseConfig], seed: int):
         # few (domain, tier, source) triples per phase
         bucket_of = [functools.lru_cache(maxsize=None)(phase.bucket_of) for phase in phases]
         for batch in batches:
-            cols = batch.to_pydict()
-            out = {name: [] for name in BUCKETED.names}
-            for row in zip(*(cols[name] for name in BUCKETED.names[:9])):
-                index, _, doc_id, source, domain, tier, _, cost, _ = row
+            kept, buckets, keys = [], [], []
+            for i, (index, doc_id, source, domain, tier, cost) in enumerate(zip(*(
+                    batch.column(name).to_pylist() for name in ("_phase", "id", "source", "domain", "tier", "cost")))):
                 bucket = bucket_of[index](domain, tier, source)
-                if bucket is None:
-                    continue
-                key = selection_key(seed, phases[index].name, doc_id, cost, phases[index].length_bias)
-                for name, value in zip(BUCKETED.names, (*row, bucket, key, key_bin(key))):
-                    out[name].append(value)
-            yield pa.RecordBatch.from_pydict(out, schema=BUCKETED)
+                if bucket is not None:
+                    kept.append(i)
+                    buckets.append(bucket)
+                    keys.append(selection_key(seed, phases[index].name, doc_id, cost, phases[index].length_bias))
+            yield _with_columns(batch, kept, BUCKETED, [buckets, keys, [key_bin(k) for k in keys]])
 
     return assign
+
+
+def _with_columns(batch: pa.RecordBatch, rows: list[int], schema: pa.Schema, added: list[list]) -> pa.RecordBatch:
+    """`rows` of `batch` (an index may repeat) in `schema`: its leading columns taken from `batch` as they
+    are (no Python objects), the last ones from `added`."""
+    taken = batch.take(pa.array(rows, pa.int64()))
+    kept = len(schema) - len(added)
+    return pa.RecordBatch.from_arrays(
+        [taken.column(f.name).cast(f.type) for f in list(schema)[:kept]]
+        + [pa.array(values, f.type) for values, f in zip(added, list(schema)[kept:])], schema=schema)
 
 
 def _positions(df: DataFrame, group: list[str], order: list[str], offsets: dict[tuple, int]) -> DataFrame:
@@ -615,23 +623,20 @@ def _copies(plans: list[PhasePlan], train_offsets: list[dict[str, int]], orderin
 
     def expand(batches):
         for batch in batches:
-            cols = batch.to_pydict()
-            out = {name: [] for name in COPIES.names}
-            for i, doc_id in enumerate(cols["id"]):
-                phase = cols["_phase"][i]
-                for c in expand_copies(
-                    doc_id, cols["bucket"][i], cols["start"][i], cols["cost"][i], cols["difficulty"][i],
-                    plan=plans[phase], train_offset=train_offsets[phase], ordering=orderings[phase], seed=seed,
-                ):
-                    for name in ("_phase", "_origin", "id", "source", "domain", "tier"):
-                        out[name].append(cols[name][i])
-                    out["epoch"].append(c.epoch)
-                    out["cost"].append(c.cost)
-                    out["okey"].append(c.key)
-                    out["tie"].append(c.tie)
-                    out["held_out"].append(c.held_out)
-                    out["_bin"].append(key_bin(c.key))
-            yield pa.RecordBatch.from_pydict(out, schema=COPIES)
+            rows, added = [], {name: [] for name in COPIES.names[6:]}
+            for i, (phase, doc_id, bucket, start, cost, difficulty) in enumerate(zip(*(
+                    batch.column(name).to_pylist()
+                    for name in ("_phase", "id", "bucket", "start", "cost", "difficulty")))):
+                for c in expand_copies(doc_id, bucket, start, cost, difficulty, plan=plans[phase],
+                                       train_offset=train_offsets[phase], ordering=orderings[phase], seed=seed):
+                    rows.append(i)
+                    added["epoch"].append(c.epoch)
+                    added["cost"].append(c.cost)
+                    added["okey"].append(c.key)
+                    added["tie"].append(c.tie)
+                    added["held_out"].append(c.held_out)
+                    added["_bin"].append(key_bin(c.key))
+            yield _with_columns(batch, rows, COPIES, list(added.values()))
 
     return expand
 
