@@ -189,18 +189,13 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
     upstream = read_upstream_documents(spark, cfg, JOB)
     spans = schedule(cfg.stages)
     start = time.perf_counter()
-    candidates, fat, records, derived = _candidate_documents(spark, cfg, spans, upstream, tok)
-    usage_uri = posixpath.join(tmp, "_usage")
+    candidates = _candidate_documents(spark, cfg, spans, upstream, tok)
     try:
-        reports = _build_phases(cfg, spans, candidates, fat, tok, tmp, digest, usage_uri)
+        reports, ledger = _build_phases(cfg, spans, upstream, candidates, tok, tmp, digest)
     finally:
-        for frame in derived:
+        for frame in candidates.persisted:
             frame.unpersist()
-    print(f"build: {len(spans)} phases packed in {time.perf_counter() - start:.1f}s", flush=True)
-    ledger = _count(spans, upstream, records, spark.read.parquet(usage_uri))
-    fs, usage_root = fsspec.core.url_to_fs(usage_uri)
-    if fs.exists(usage_root):
-        fs.rm(usage_root, recursive=True)
+    print(f"build: {len(spans)} phases packed and counted in {time.perf_counter() - start:.1f}s", flush=True)
     phases = [{"stage": s.stage.name, "phase": s.phase.name, "kind": s.stage.kind, "first_step": s.first_step,
                "steps": s.steps} for s in spans]
     _write_json(posixpath.join(tmp, "curriculum.json"), {
@@ -212,12 +207,22 @@ def _build(spark: SparkSession, cfg: BuildConfig, tmp: str, digest: str) -> Ledg
     return ledger
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """Every phase's candidate documents."""
+
+    rows: DataFrame
+    """Without tokens, each row tagged with its phase (`_phase`, the index in the schedule) and `_origin`."""
+    tokens: DataFrame
+    """(`_origin`, id, framed, tokens, loss_mask): the upstream table once, whichever phases use it."""
+    sft_records: dict[int, DataFrame]
+    """Per SFT phase, every record (id, source, reason: null for a good one)."""
+    persisted: list[DataFrame]
+    """Frames persisted here (repository documents, rendered conversations), to unpersist when done."""
+
+
 def _candidate_documents(spark: SparkSession, cfg, spans: tuple[PhaseSpan, ...], upstream: DataFrame,
-                         tok: TokenizerFiles) -> tuple[DataFrame, DataFrame, dict[int, DataFrame], list[DataFrame]]:
-    """Every phase's candidate documents in one frame without tokens, each row tagged with its phase
-    (`_phase`, the index in `spans`) and `_origin`; the documents with their tokens by `_origin` (the
-    upstream table once, whichever phases use it); the SFT records of each SFT phase; the frames persisted
-    here, to unpersist when done."""
+                         tok: TokenizerFiles) -> Candidates:
     typed = _typed_upstream(upstream)
     candidates, fat, records, persisted = [], [], {}, []
     for index, span in enumerate(spans):
@@ -241,18 +246,19 @@ def _candidate_documents(spark: SparkSession, cfg, spans: tuple[PhaseSpan, ...],
         fat.append(_plain_documents(typed).withColumn("_origin", F.lit(UPSTREAM)))
     fat = [frame.select("_origin", "id", "framed", "tokens", "loss_mask") for frame in fat]
     union = functools.partial(functools.reduce, DataFrame.unionByName)
-    return union(candidates).drop("tokens", "loss_mask"), union(fat), records, persisted
+    return Candidates(union(candidates).drop("tokens", "loss_mask"), union(fat), records, persisted)
 
 
-def _build_phases(cfg, spans: tuple[PhaseSpan, ...], candidates: DataFrame, fat: DataFrame, tok: TokenizerFiles,
-                  tmp: str, digest: str, usage_uri: str) -> dict[str, dict]:
+def _build_phases(cfg, spans: tuple[PhaseSpan, ...], upstream: DataFrame, candidates: Candidates,
+                  tok: TokenizerFiles, tmp: str, digest: str) -> tuple[dict[str, dict], Ledger]:
     """All phases in the same few Spark jobs (a job per phase cost more than its work at 100K documents):
     plan each phase from one aggregation of per-bin sums, select, order, cut into shard windows, pack and
-    write; then each phase's manifest. Returns each phase's line of report.json, in schedule order."""
+    write; then each phase's manifest. Returns each phase's line of report.json (in schedule order) and the
+    ledger."""
     seed = cfg.build.seed
     phases = [span.phase for span in spans]
-    # Small rows (no tokens) read four times (sums, held-out cut, positions, usage): computed once.
-    bucketed = candidates.select(*BUCKETED.names[:9]).mapInArrow(
+    # Small rows (no tokens) read four times (sums, held-out cut, positions, ledger): computed once.
+    bucketed = candidates.rows.select(*BUCKETED.names[:9]).mapInArrow(
         _bucketize(phases, seed), from_arrow_schema(BUCKETED)).persist()
     try:
         supplies = _bucket_supplies(bucketed, len(spans))
@@ -269,8 +275,8 @@ def _build_phases(cfg, spans: tuple[PhaseSpan, ...], candidates: DataFrame, fat:
         try:
             sums = _train_sums(copies, [i for i, p in enumerate(phases) if p.ordering == "easy_to_hard"], len(spans))
             layouts = [_layout(span, plan, s.source_names, tok, tmp) for span, plan, s in zip(spans, plans, supplies)]
-            stats = _pack_and_write(copies, fat, sums, layouts)
-            _write_usage(bucketed, copies, usage_uri)
+            stats = _pack_and_write(copies, candidates.tokens, sums, layouts)
+            ledger = _ledger(spans, upstream, candidates.sft_records, _usage(bucketed, copies))
         finally:
             copies.unpersist()
     finally:
@@ -283,7 +289,7 @@ def _build_phases(cfg, spans: tuple[PhaseSpan, ...], candidates: DataFrame, fat:
         write_manifest(folder, manifest)
         check_listing(folder)
         reports[f"{stage.name}/{phase.name}"] = _phase_report(manifest) | _phase_figures(phase, train, shards, offsets)
-    return reports
+    return reports, ledger
 
 
 @dataclass
@@ -400,12 +406,11 @@ def _phase_figures(phase: PhaseConfig, train: TrainSums, stats: list[dict], held
     return figures
 
 
-def _write_usage(bucketed: DataFrame, copies: DataFrame, uri: str) -> None:
+def _usage(bucketed: DataFrame, copies: DataFrame) -> DataFrame:
     """Which upstream ids each phase matched and used (a repository document stands for its files)."""
     used = copies.select("_phase", "id").distinct().withColumn("used", F.lit(True))
-    (bucketed.select("_phase", "id", "members").join(used, ["_phase", "id"], "left")
-     .select("_phase", F.explode("members").alias("id"), F.coalesce("used", F.lit(False)).alias("used"))
-     .write.mode("overwrite").parquet(uri))
+    return (bucketed.select("_phase", "id", "members").join(used, ["_phase", "id"], "left")
+            .select("_phase", F.explode("members").alias("id"), F.coalesce("used", F.lit(False)).alias("used")))
 
 
 # --- candidate documents ----------------------------------------------------------------------------------
@@ -835,19 +840,30 @@ def _phase_report(manifest: dict) -> dict:
     }
 
 
-def _count(spans: tuple[PhaseSpan, ...], upstream: DataFrame, records: dict[int, DataFrame],
-           usage: DataFrame) -> Ledger:
-    """The ledger: each SFT phase's records, then every upstream document over the other phases."""
+def _ledger(spans: tuple[PhaseSpan, ...], upstream: DataFrame, sft_records: dict[int, DataFrame],
+            usage: DataFrame) -> Ledger:
+    """The ledger, in one Spark aggregation: every upstream document over the phases that read upstream
+    documents (written if some phase trains or evaluates on it, else dropped with why), and each SFT
+    phase's records under `STAGE/PHASE/SOURCE`."""
+    reading_upstream = [i for i in range(len(spans)) if i not in sft_records]
+    counted = [_upstream_status(
+        upstream, usage.where(F.col("_phase").isin(reading_upstream)) if reading_upstream else None)]
+    for index, records in sorted(sft_records.items()):
+        prefix = f"{spans[index].stage.name}/{spans[index].phase.name}/"
+        used = usage.where((F.col("_phase") == index) & F.col("used")).select("id").distinct()
+        flagged = records.join(used.withColumn("_used", F.lit(True)), "id", "left")
+        status = F.coalesce(F.col("reason"), F.when(F.col("_used"), F.lit("written")).otherwise(F.lit("not_sampled")))
+        counted.append(flagged.select(F.concat(F.lit(prefix), F.col("source")).alias("source"), status.alias("status")))
     ledger = Ledger(job=JOB)
-    for index, frame in sorted(records.items()):
-        _count_sft(ledger, spans[index].stage, spans[index].phase, frame, usage.where(F.col("_phase") == index))
-    pretrain = [i for i in range(len(spans)) if i not in records]
-    _count_upstream(ledger, upstream, usage.where(F.col("_phase").isin(pretrain)) if pretrain else None)
+    rows = functools.reduce(DataFrame.unionByName, counted).groupBy("source", "status").count().collect()
+    for row in sorted(rows, key=lambda r: (r["source"], r["status"])):
+        written = row["status"] == "written"
+        ledger.add(row["source"], "written" if written else "dropped", None if written else row["status"], row["count"])
     return ledger
 
 
-def _count_upstream(ledger: Ledger, upstream: DataFrame, usage: DataFrame | None) -> None:
-    """Every upstream document: written if some phase trains or evaluates on it, else dropped with why."""
+def _upstream_status(upstream: DataFrame, usage: DataFrame | None) -> DataFrame:
+    """(source, status) of every upstream document: `written`, `not_sampled` or `not_in_any_mixture`."""
     docs = upstream.select("id", "source")
     if usage is not None:
         flags = usage.groupBy("id").agg(F.lit(True).alias("_matched"), F.max("used").alias("_used"))
@@ -856,22 +872,7 @@ def _count_upstream(ledger: Ledger, upstream: DataFrame, usage: DataFrame | None
         docs = docs.withColumn("_matched", F.lit(None).cast("boolean")).withColumn("_used", F.lit(None).cast("boolean"))
     status = (F.when(F.col("_used"), F.lit("written"))
               .when(F.col("_matched"), F.lit("not_sampled")).otherwise(F.lit("not_in_any_mixture")))
-    for row in sorted(docs.groupBy("source", status.alias("status")).count().collect(),
-                      key=lambda r: (r["source"], r["status"])):
-        written = row["status"] == "written"
-        ledger.add(row["source"], "written" if written else "dropped", None if written else row["status"], row["count"])
-
-
-def _count_sft(ledger: Ledger, stage: StageConfig, phase: PhaseConfig, records: DataFrame, usage: DataFrame) -> None:
-    """SFT records of one phase, counted under `STAGE/PHASE/SOURCE`."""
-    used = usage.where("used").select("id").distinct()
-    flagged = records.join(used.withColumn("_used", F.lit(True)), "id", "left")
-    status = F.coalesce(F.col("reason"), F.when(F.col("_used"), F.lit("written")).otherwise(F.lit("not_sampled")))
-    for row in sorted(flagged.groupBy("source", status.alias("status")).count().collect(),
-                      key=lambda r: (r["source"], r["status"])):
-        written = row["status"] == "written"
-        ledger.add(f"{stage.name}/{phase.name}/{row['source']}", "written" if written else "dropped",
-                   None if written else row["status"], row["count"])
+    return docs.select("source", status.alias("status"))
 
 
 def _write_json(uri: str, payload: dict) -> None:
