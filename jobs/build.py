@@ -91,13 +91,6 @@ PHASE_DOCS = pa.schema([
 """A phase's candidate documents: `cost` in token slots; `framed` ones (SFT) carry their own bos/eos;
 `members` are the upstream ids a document stands for (the files of a repository-level document)."""
 SFT_ROWS = pa.schema(list(PHASE_DOCS) + [pa.field("reason", pa.string())])
-REPO_LAYOUT = pa.schema(list(PHASE_DOCS)[:8] + [
-    pa.field("files", pa.list_(pa.string())), pa.field("headers", pa.list_(pa.list_(pa.int32()))),
-])
-"""A repository document without its tokens: its `files` (upstream ids), in the order they are concatenated,
-each under its entry of `headers` (the tokens of its path header). Only the documents a phase uses get
-their tokens (`_repo_tokens`), so the token lists of the other files never cross a shuffle."""
-REPO_TOKENS = pa.schema([pa.field("id", pa.string()), pa.field("tokens", pa.list_(pa.int32()))])
 PHASE = pa.field("_phase", pa.int32())
 """Every phase is built in the same Spark jobs: rows carry the index of their phase in the schedule."""
 ORIGIN = pa.field("_origin", pa.int32())
@@ -220,49 +213,40 @@ class Candidates:
 
     rows: DataFrame
     """Without tokens, each row tagged with its phase (`_phase`, the index in the schedule) and `_origin`."""
-    tokens: list[DataFrame]
-    """(`_origin`, id, framed, tokens, loss_mask): the upstream table once, whichever phases use it, and
-    each SFT phase's rendered conversations."""
-    repo_layouts: dict[int, DataFrame]
-    """Per phase that makes repository documents, their REPO_LAYOUT rows."""
-    files: DataFrame
-    """(id, tokens) of the upstream documents: the files of repository documents."""
+    tokens: DataFrame
+    """(`_origin`, id, framed, tokens, loss_mask): the upstream table once, whichever phases use it."""
     sft_records: dict[int, DataFrame]
     """Per SFT phase, every record (id, source, reason: null for a good one)."""
     persisted: list[DataFrame]
-    """Frames persisted here (repository layouts, rendered conversations), to unpersist when done."""
+    """Frames persisted here (repository documents, rendered conversations), to unpersist when done."""
 
 
 def _candidate_documents(spark: SparkSession, cfg, spans: tuple[PhaseSpan, ...], upstream: DataFrame,
                          tok: TokenizerFiles) -> Candidates:
     typed = _typed_upstream(upstream)
-    candidates, fat, layouts, records, persisted = [], [], {}, {}, []
+    candidates, fat, records, persisted = [], [], {}, []
     for index, span in enumerate(spans):
         phase = span.phase
-        frames = []
+        frames, derived = [], None
         if span.stage.kind == "sft":
-            rendered, records[index] = _sft_documents(spark, cfg, span.stage, phase, tok)
-            rendered = rendered.persist()  # rendered once
-            persisted.append(rendered)
-            frames.append(rendered.withColumn("_origin", F.lit(index)))
-            fat.append(frames[-1])
+            derived, records[index] = _sft_documents(spark, cfg, span.stage, phase, tok)
         else:
             frames.append(_plain_documents(typed.where(F.col("repo").isNull()) if phase.repo_document_tokens
                                            else typed).withColumn("_origin", F.lit(UPSTREAM)))
-        if span.stage.kind != "sft" and phase.repo_document_tokens:
-            files = typed.where(F.col("repo").isNotNull()).select(
-                "id", "source", "domain", "tier", "difficulty", "repo", "uri", "num_tokens")
-            layouts[index] = files.groupBy("repo").applyInArrow(
-                _repo_layouts(tok.uri, phase.repo_document_tokens), from_arrow_schema(REPO_LAYOUT)).persist()
-            persisted.append(layouts[index])
-            frames.append(layouts[index].withColumn("_origin", F.lit(index)))
-        candidates += [frame.select(*BUCKETED.names[1:9]).withColumn("_phase", F.lit(index)) for frame in frames]
+            if phase.repo_document_tokens:
+                derived = typed.where(F.col("repo").isNotNull()).groupBy("repo").applyInArrow(
+                    _repo_documents(tok.uri, phase.repo_document_tokens), from_arrow_schema(PHASE_DOCS))
+        if derived is not None:  # rendered or concatenated documents are computed once
+            derived = derived.persist()
+            persisted.append(derived)
+            frames.append(derived.withColumn("_origin", F.lit(index)))
+            fat.append(frames[-1])
+        candidates += [frame.withColumn("_phase", F.lit(index)) for frame in frames]
     if any(span.stage.kind != "sft" for span in spans):  # some phase reads plain upstream documents
         fat.append(_plain_documents(typed).withColumn("_origin", F.lit(UPSTREAM)))
-    return Candidates(
-        rows=functools.reduce(DataFrame.unionByName, candidates),
-        tokens=[frame.select("_origin", "id", "framed", "tokens", "loss_mask") for frame in fat],
-        repo_layouts=layouts, files=typed.select("id", "tokens"), sft_records=records, persisted=persisted)
+    fat = [frame.select("_origin", "id", "framed", "tokens", "loss_mask") for frame in fat]
+    union = functools.partial(functools.reduce, DataFrame.unionByName)
+    return Candidates(union(candidates).drop("tokens", "loss_mask"), union(fat), records, persisted)
 
 
 def _build_phases(cfg, spans: tuple[PhaseSpan, ...], upstream: DataFrame, candidates: Candidates,
@@ -291,7 +275,7 @@ def _build_phases(cfg, spans: tuple[PhaseSpan, ...], upstream: DataFrame, candid
         try:
             sums = _train_sums(copies, [i for i, p in enumerate(phases) if p.ordering == "easy_to_hard"], len(spans))
             layouts = [_layout(span, plan, s.source_names, tok, tmp) for span, plan, s in zip(spans, plans, supplies)]
-            stats = _pack_and_write(copies, candidates, sums, layouts)
+            stats = _pack_and_write(copies, candidates.tokens, sums, layouts)
             ledger = _ledger(spans, upstream, candidates.sft_records, _usage(bucketed, copies))
         finally:
             copies.unpersist()
@@ -448,27 +432,31 @@ def _plain_documents(typed: DataFrame) -> DataFrame:
     )
 
 
-def _repo_layouts(tokenizer_uri: str, limit: int):
-    """applyInArrow: the files of one repository (no tokens) -> its documents of concatenated files under
-    path headers, as REPO_LAYOUT rows. A file's tokens are counted by its `num_tokens`; `_concatenate`
-    checks that the token lists agree."""
+def _repo_documents(tokenizer_uri: str, limit: int):
+    """applyInArrow: the files of one repository -> documents of concatenated files under path headers."""
 
     def make(table: pa.Table) -> pa.Table:
         tokenizer = _load_tokenizer(tokenizer_uri)
         # Rows arrive in whatever order the shuffle gave; sorted by id, files with the same path (vendored
         # copies) keep one order whatever the partitioning (group_repo_files' sort by path is stable).
-        rows = table.take(pc.sort_indices(table, [("id", "ascending")])).to_pylist()
+        table = table.take(pc.sort_indices(table, [("id", "ascending")]))
+        rows = table.drop_columns(["tokens"]).to_pylist()  # the token lists stay numpy: never Python ints
+        file_tokens = table["tokens"].combine_chunks()
+        flat = file_tokens.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
+        bounds = file_tokens.offsets.to_numpy()
         repo = rows[0]["repo"]
         paths = [repo_path(r["uri"] or r["id"], repo) for r in rows]
         distinct = sorted(set(paths))
         encoded = tokenizer.encode_batch_fast(
             [file_header(path, first) for path in distinct for first in (True, False)], add_special_tokens=False)
-        headers = {path: {first: encoded[2 * k + (not first)].ids for first in (True, False)}
+        headers = {path: {first: np.asarray(encoded[2 * k + (not first)].ids, dtype=np.int32) for first in (True, False)}
                    for k, path in enumerate(distinct)}
         sizes = [len(headers[path][False]) + r["num_tokens"] for r, path in zip(rows, paths)]
-        out = []
+        out, token_parts = [], []
         for k, group in enumerate(group_repo_files(paths, sizes, limit)):
-            group_headers = [headers[paths[i]][n == 0] for n, i in enumerate(group)]
+            parts = [part for n, i in enumerate(group)
+                     for part in (headers[paths[i]][n == 0], flat[bounds[i]:bounds[i + 1]])]
+            token_parts.append(np.concatenate(parts))
             weights = {i: rows[i]["num_tokens"] or 1 for i in group}
             total = sum(weights.values())
             by_domain: dict[str, int] = {}
@@ -482,44 +470,14 @@ def _repo_layouts(tokenizer_uri: str, limit: int):
                 "domain": min(by_domain, key=lambda d: (-by_domain[d], d or "")),
                 "tier": round(sum((rows[i]["tier"] or 0) * weights[i] for i in group) / total),
                 "difficulty": sum((rows[i]["difficulty"] or 0.5) * weights[i] for i in group) / total,
-                "cost": sum(map(len, group_headers)) + sum(rows[i]["num_tokens"] for i in group) + FRAMING_TOKENS,
-                "framed": False, "members": sorted(rows[i]["id"] for i in group),
-                "files": [rows[i]["id"] for i in group], "headers": group_headers,
+                "cost": len(token_parts[-1]) + FRAMING_TOKENS, "framed": False,
+                "members": sorted(rows[i]["id"] for i in group), "tokens": None, "loss_mask": None,
             })
-        return pa.Table.from_pylist(out, schema=REPO_LAYOUT)
+        made = pa.Table.from_pylist(out, schema=PHASE_DOCS)
+        return made.set_column(PHASE_DOCS.get_field_index("tokens"), PHASE_DOCS.field("tokens"),
+                               _list_column(token_parts, PHASE_DOCS.field("tokens").type))
 
     return make
-
-
-def _repo_tokens(layout: DataFrame, files: DataFrame, used: DataFrame) -> DataFrame:
-    """(id, tokens) of the repository documents in `used`: their files' tokens, each under its path header,
-    concatenated. Only the used documents' files cross the shuffle with their tokens."""
-    parts = (layout.join(used, "id", "left_semi")
-             .select(F.col("id").alias("doc"), "cost",
-                     F.posexplode(F.arrays_zip("files", "headers")).alias("part", "file"))
-             .select("doc", "cost", "part", F.col("file.files").alias("id"), F.col("file.headers").alias("header")))
-    tokens = files.join(F.broadcast(parts.select("id")), "id", "left_semi")
-    return parts.join(tokens, "id").groupBy("doc").applyInArrow(_concatenate, from_arrow_schema(REPO_TOKENS))
-
-
-def _concatenate(table: pa.Table) -> pa.Table:
-    """applyInArrow: the parts of one repository document (a file's tokens under its header each) -> its
-    tokens, the parts in order."""
-    table = table.take(pc.sort_indices(table, [("part", "ascending")]))
-    file_tokens = table["tokens"].combine_chunks()
-    flat = file_tokens.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False)
-    bounds = file_tokens.offsets.to_numpy()
-    joined = np.concatenate([np.zeros(0, np.int32)] + [
-        part for k, header in enumerate(table["header"].to_pylist())
-        for part in (np.asarray(header, dtype=np.int32), flat[bounds[k]:bounds[k + 1]])])
-    doc, cost = table["doc"][0].as_py(), table["cost"][0].as_py()
-    if len(joined) + FRAMING_TOKENS != cost:
-        raise ValueError(
-            f"repository document {doc}: its files hold {len(joined)} tokens with their headers, not the "
-            f"{cost - FRAMING_TOKENS} their num_tokens add up to: the tokenize output is inconsistent; rerun "
-            "the tokenize job")
-    return pa.Table.from_arrays([pa.array([doc], pa.string()), _list_column([joined], REPO_TOKENS.field("tokens").type)],
-                                schema=REPO_TOKENS)
 
 
 def _list_column(parts: list[np.ndarray], list_type: pa.DataType) -> pa.Array:
@@ -715,7 +673,7 @@ def _layout(span: PhaseSpan, plan: PhasePlan, sources: list[str], tok: Tokenizer
     )
 
 
-def _pack_and_write(copies: DataFrame, candidates: Candidates, sums: list[TrainSums],
+def _pack_and_write(copies: DataFrame, fat: DataFrame, sums: list[TrainSums],
                     layouts: list[PhaseLayout]) -> list[list[dict]]:
     """Every phase's shards in one Spark job; per phase, the shards' stats rows in shard order (eval: -1)."""
     train = copies.where(~F.col("held_out"))
@@ -726,12 +684,7 @@ def _pack_and_write(copies: DataFrame, candidates: Candidates, sums: list[TrainS
     # Only the documents some phase uses cross the shuffle with their tokens (a phase takes a share of the
     # candidates): a semi-join on the broadcast ids of the copies drops the rest where they are read.
     used = F.broadcast(copies.select("id").distinct())
-    fat = [frame.join(used, "id", "left_semi") for frame in candidates.tokens] + [
-        _repo_tokens(layout, candidates.files, used).select(
-            F.lit(index).alias("_origin"), "id", F.lit(False).alias("framed"), "tokens",
-            F.lit(None).cast("binary").alias("loss_mask"))
-        for index, layout in sorted(candidates.repo_layouts.items())]
-    rows = pieces.join(functools.reduce(DataFrame.unionByName, fat), ["_origin", "id"]).groupBy("_phase", "shard").applyInArrow(
+    rows = pieces.join(fat.join(used, "id", "left_semi"), ["_origin", "id"]).groupBy("_phase", "shard").applyInArrow(
         _pack_shard(layouts), from_arrow_schema(SHARD_STATS)).collect()
     stats: list[list[dict]] = [[] for _ in layouts]
     for row in sorted((r.asDict() for r in rows), key=lambda r: (r["_phase"], r["shard"])):
