@@ -296,10 +296,11 @@ def expand_copies(
     Documents starting before the bucket's `train_offset` are held out (whole); the others train
     `epochs` times, plus once more, cut to fit, if they start within the partial epoch's `remainder`.
     """
-    if start < train_offset.get(bucket, 0):
+    held_out = train_offset.get(bucket, 0)  # a bucket with no held-out cut has none
+    if start < held_out:
         return [Copy(doc_id, 0, cost, unit_hash(seed, plan.phase, "eval", doc_id), 0.0, True)]
     b = plan.bucket(bucket)
-    position = start - train_offset[bucket]
+    position = start - held_out
     uses = [(e, cost) for e in range(b.epochs)]
     if position < b.remainder:
         uses.append((b.epochs, min(cost, b.remainder - position)))

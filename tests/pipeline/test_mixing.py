@@ -94,6 +94,12 @@ def test_copies_hold_out_then_repeat_then_cut_the_last_document_exactly():
     assert sum(c.cost for c in copies if not c.held_out) == 250
 
 
+def test_a_bucket_without_a_held_out_cut_trains_from_its_first_token():
+    plan = plan_phase(phase(weights={"code": 1.0}), 100, {"code": 100}, {"code": 4.0})
+    copies = expand_copies("a", "code", 0, 100, 0.5, plan=plan, train_offset={}, ordering="shuffle", seed=0)
+    assert [(c.epoch, c.cost, c.held_out) for c in copies] == [(0, 100, False)]
+
+
 def test_orderings():
     p = phase(weights={"code": 1.0})
     plan = plan_phase(p, 200, {"code": 100}, {"code": 4.0})
