@@ -397,11 +397,9 @@ def _part_featurer(cfg: DedupConfig, parts: list[list[str]], schema: pa.Schema, 
 def _read_features(uri: str) -> pa.Table:
     fs, path = fsspec.core.url_to_fs(uri)
     names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
-    tables = []
-    for name in names:
-        with fs.open(name, "rb") as f:
-            tables.append(pq.read_table(f, columns=[n for n in FEATURES_SCHEMA.names if n != "shingles"]))
-    return pa.concat_tables(tables)
+    columns = [n for n in FEATURES_SCHEMA.names if n != "shingles"]
+    # memory-mapped where local: the file's bytes are not copied into the driver's heap on the way
+    return pa.concat_tables([pq.read_table(name, columns=columns, filesystem=fs, memory_map=True) for name in names])
 
 
 def _write_cluster_parts(feats: pa.Table, outcome: CorpusOutcome, uri: str, files: int, batch_rows: int) -> None:

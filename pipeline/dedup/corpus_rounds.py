@@ -51,7 +51,9 @@ class CorpusOutcome:
 def sorted_by_id(feats: pa.Table) -> tuple[pa.Table, str | None]:
     """(`feats` sorted by id, None), or (feats, why not) when ids repeat: the distributed rounds join by
     id, so a repeated id has no single outcome to reproduce here."""
-    feats = feats.sort_by("id")
+    order = pc.sort_indices(feats.column("id"))
+    for i, name in enumerate(feats.column_names):  # a column at a time: the table is held once, not twice
+        feats = feats.set_column(i, name, feats.column(name).take(order).combine_chunks())
     ids = feats.column("id")
     if len(ids) > 1 and pc.any(pc.equal(ids[1:], ids[:-1])).as_py():
         return feats, "some document ids occur more than once"
@@ -150,8 +152,10 @@ def candidate_pairs(bands: pa.ChunkedArray, alive: np.ndarray, id_hash: np.ndarr
     if len(docs) < 2 or count == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), []
     keys = values[offsets[docs][:, None] + np.arange(count)[None, :]]
-    left, right, giant = [], [], []
+    span = alive.max() + 1
+    pairs, giant = np.zeros(0, np.int64), []
     for band in range(count):
+        left, right = [], []
         _, first, bucket, sizes = np.unique(keys[:, band], return_index=True, return_inverse=True,
                                             return_counts=True)
         size = sizes[bucket]
@@ -165,9 +169,10 @@ def candidate_pairs(bands: pa.ChunkedArray, alive: np.ndarray, id_hash: np.ndarr
                                 left, right)
             for k in np.flatnonzero(sizes > max_bucket_size):
                 giant.append((band, int(sizes[k]), int(docs[first[k]]), int(keys[first[k], band])))
-    pairs = np.unique(np.concatenate(left) * (alive.max() + 1) + np.concatenate(right))
+        # distinct as we go: copies share most bands, so the bands' pairs mostly repeat
+        pairs = np.unique(np.concatenate([pairs, np.concatenate(left) * span + np.concatenate(right)]))
     giant.sort(key=lambda g: (-g[1], g[0], g[3]))
-    return pairs // (alive.max() + 1), pairs % (alive.max() + 1), giant[:LARGEST_SPLIT_BUCKETS]
+    return pairs // span, pairs % span, giant[:LARGEST_SPLIT_BUCKETS]
 
 
 def _split_bucket_pairs(docs, bucket, size, root, id_hash, max_bucket_size, left, right) -> None:
@@ -200,24 +205,47 @@ def judge(feats: pa.Table, sigs: np.ndarray, members: np.ndarray, roots: np.ndar
     cap = cfg.survivor.max_exact_members
     _, root_index, sizes = np.unique(roots, return_inverse=True, return_counts=True)
     size = sizes[root_index]
-    sampled = (size <= cap) | (np.mod(id_hash[members], size) < cap)
-    picked = members[sampled]
-    batch = pa.RecordBatch.from_arrays(
-        [pa.array(roots[sampled]), pa.array(picked), binary_rows(sigs[picked]),
-         feats.column("quality").take(pa.array(picked)).combine_chunks(),
-         feats.column("length").take(pa.array(picked)).combine_chunks()],
-        names=["root", "id", "signature", "quality", "length"])
-    picks = judge_cluster_batch(batch, cfg.survivor.rule, cfg.near.num_perm)
+    sampled = np.flatnonzero((size <= cap) | (np.mod(id_hash[members], size) < cap))
+    sampled = sampled[np.argsort(root_index[sampled], kind="stable")]  # each cluster's sample together
     survivor_of_root = np.full(len(sizes), NONE)
-    survivor_of_root[root_index[sampled]] = np.asarray(picks.column("survivor").to_numpy(), dtype=np.int64)
+    quality, length = feats.column("quality"), feats.column("length")
+    for rows in _whole_clusters(root_index[sampled], PAIR_CHUNK):  # the signatures copied a chunk at a time
+        chunk = sampled[rows]
+        picked = pa.array(members[chunk])
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(roots[chunk]), picked, binary_rows(sigs[members[chunk]]),
+             quality.take(picked).combine_chunks(), length.take(picked).combine_chunks()],
+            names=["root", "id", "signature", "quality", "length"])
+        picks = judge_cluster_batch(batch, cfg.survivor.rule, cfg.near.num_perm)
+        survivor_of_root[root_index[chunk]] = np.asarray(picks.column("survivor").to_numpy(), dtype=np.int64)
     survivor = survivor_of_root[root_index]
     judged = survivor != NONE  # a cluster whose sample came out empty has no survivor: no member is judged
     members, survivor = members[judged], survivor[judged]
-    attached = (members == survivor) | (agreement(sigs[members], sigs[survivor]) >= verify)
+    attached = members == survivor
+    for i in range(0, len(members), PAIR_CHUNK):
+        part = slice(i, i + PAIR_CHUNK)
+        attached[part] |= agreement(sigs[members[part]], sigs[survivor[part]]) >= verify
     near_rep[members[attached]] = survivor[attached]
     near_others[members[members == survivor]] = 0
     counted, counts = np.unique(survivor[attached & (members != survivor)], return_counts=True)
     near_others[counted] = counts
+
+
+def _whole_clusters(cluster_of_row: np.ndarray, rows: int):
+    """Slices of rows (grouped by cluster) of about `rows` rows each (more for a larger cluster) that never
+    cut a cluster."""
+    n = len(cluster_of_row)
+    starts = np.flatnonzero(np.r_[True, cluster_of_row[1:] != cluster_of_row[:-1]]) if n else np.zeros(0, np.int64)
+    begin = 0
+    while begin < n:
+        if begin + rows >= n:
+            end = n
+        else:
+            last = int(starts[np.searchsorted(starts, begin + rows, side="right") - 1])
+            after = np.searchsorted(starts, begin, side="right")
+            end = last if last > begin else (int(starts[after]) if after < len(starts) else n)
+        yield slice(begin, end)
+        begin = end
 
 
 # ---------------------------------------------------------------------------------------------- status
