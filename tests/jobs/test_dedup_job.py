@@ -311,6 +311,12 @@ eval_paths = ["{sample_corpus}/eval/math_heldout.jsonl", "{sample_corpus}/eval/c
     assert [name for name in shuffled if driver[name] != distributed[name]] == []
     assert again.ledger.by_source == ledger.by_source
 
+    # The distributed plan on the same layout (driver plan off) rewrites part to part: the same bytes again.
+    config.write_text(config.read_text().replace("[dedup.near]", "[dedup]\ndriver_max_documents = 0\n[dedup.near]"))
+    run(spark, load_build(str(config)), force=True)
+    assert "driver_max_documents is 0" in json.loads((out / "report.json").read_text())["plan_reason"]
+    assert _without_plan(_files(out)) == distributed
+
 
 def _files(folder) -> dict:
     """{relative path: bytes} of a job's outputs (the commit marker aside)."""
