@@ -6,9 +6,12 @@
 Reads the upstream documents (ingest, plus traces when enabled) and writes `OUTPUT/dedup/documents/`
 (the survivors, input schema), `clusters/` (id, cluster_id, round, kept), `report.json` and
 `_LEDGER.json`. One `mapInArrow` pass computes every document's features (exact key, MinHash signature,
-band keys, candidate line hashes); the rounds then shuffle those, never the text, until the last pass
-reads the text once more and rewrites the survivors. No task ever holds a whole giant band bucket or
-cluster: buckets are split, clusters judged on a bounded sample. docs/dedup.md describes the rounds.
+band keys, candidate line hashes, id hash); the last pass reads the text once more and rewrites the
+survivors. In between, two plans with the same outputs, byte for byte (docs/dedup.md, "Plans"): the
+driver plan (upstream laid out by id, at most `dedup.driver_max_documents` documents) runs the exact and
+near rounds on the driver over the features (`pipeline.dedup.corpus_rounds`), two Spark jobs in all; the
+distributed plan shuffles the features, never the text, and no task ever holds a whole giant band bucket
+or cluster: buckets are split, clusters judged on a bounded sample. docs/dedup.md describes the rounds.
 """
 
 from __future__ import annotations
