@@ -6,9 +6,12 @@
 Reads the upstream documents (ingest, plus traces when enabled) and writes `OUTPUT/dedup/documents/`
 (the survivors, input schema), `clusters/` (id, cluster_id, round, kept), `report.json` and
 `_LEDGER.json`. One `mapInArrow` pass computes every document's features (exact key, MinHash signature,
-band keys, candidate line hashes); the rounds then shuffle those, never the text, until the last pass
-reads the text once more and rewrites the survivors. No task ever holds a whole giant band bucket or
-cluster: buckets are split, clusters judged on a bounded sample. docs/dedup.md describes the rounds.
+band keys, candidate line hashes, id hash); the last pass reads the text once more and rewrites the
+survivors. In between, two plans with the same outputs, byte for byte (docs/dedup.md, "Plans"): the
+driver plan (upstream laid out by id, at most `dedup.driver_max_documents` documents) runs the exact and
+near rounds on the driver over the features (`pipeline.dedup.corpus_rounds`), two Spark jobs in all; the
+distributed plan shuffles the features, never the text, and no task ever holds a whole giant band bucket
+or cluster: buckets are split, clusters judged on a bounded sample. docs/dedup.md describes the rounds.
 """
 
 from __future__ import annotations
@@ -47,6 +50,16 @@ from pipeline.config import BuildConfig
 from pipeline.dedup.boilerplate import boilerplate_threshold
 from pipeline.dedup.clusters import agreement, components, judge_cluster_batch
 from pipeline.dedup.config import DedupConfig, NearConfig, SurvivorConfig
+from pipeline.dedup.corpus_rounds import (
+    NONE,
+    SAMPLE_MEMBERS,
+    CorpusOutcome,
+    cluster_sizes,
+    corpus_rounds,
+    frequent_lines,
+    reason_counts,
+    sorted_by_id,
+)
 from pipeline.dedup.decontaminate import empty_eval_ngrams, load_eval_ngrams
 from pipeline.dedup.features import FEATURE_COLUMNS, binary_matrix, document_features
 from pipeline.dedup.local import bands_and_rows as _layout
@@ -62,13 +75,12 @@ from pipeline.dedup.rounds import (
     size_histogram,
     survivor_order,
 )
+from pipeline.dedup.signals import quality_signal
 from pipeline.ledger import Ledger
 
 JOB = "dedup"
 REPORT = "report.json"
 PASSTHROUGH = ("id", "source", "length", "quality")
-SAMPLE_MEMBERS = 20
-"""Members listed per sample cluster in the report (the smallest ids: a bounded aggregate)."""
 REWRITE_BATCH_ROWS = 10_000
 """Documents per Arrow batch of the part-to-part rewrite (Spark's own batches are 10,000 rows too)."""
 
@@ -92,23 +104,37 @@ def _dedup(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
     if not cfg.dedup.enabled:
         write_parquet_table(docs, f"{tmp}/documents", files)
         write_parquet_table(_empty_clusters(spark), f"{tmp}/clusters", 1)
-        ledger = _ledger_from_counts(docs.groupBy("source").count().collect(), {})
+        ledger = _ledger_from_counts([(r["source"], None, r["count"]) for r in docs.groupBy("source").count().collect()],
+                                     {})
         _write_report(tmp, {"enabled": False, "input": ledger.read, "output": ledger.written})
         return ledger
+    parts = _upstream_parts(cfg)
+    why_not_driver = driver_plan_refusal(cfg, parts)
+    if why_not_driver is None:
+        done = _driver_plan(spark, cfg, docs, parts, tmp)
+        if isinstance(done, Ledger):
+            return done
+        why_not_driver = done
+    return _distributed_plan(spark, cfg, docs, parts, tmp, why_not_driver)
+
+
+def _distributed_plan(spark: SparkSession, cfg: BuildConfig, docs: DataFrame, parts: list[list[str]] | None,
+                      tmp: str, why_not_driver: str) -> Ledger:
+    """Every round in Spark: features shuffled by key, never the text (docs/dedup.md, "Plans")."""
+    files = cfg.build.output_files
     checkpoints = f"{tmp}/_checkpoints"
     result = dedup_documents(spark, docs, cfg.dedup, checkpoint_dir=checkpoints)
     try:
         write_parquet_table(result.clusters, f"{tmp}/clusters", files)
-        parts = _upstream_parts(cfg)
         if parts is None:  # an upstream laid out otherwise (written by hand, or by an older rnj): join, shuffle
             write_parquet_table(result.survivors, f"{tmp}/documents", files)
         else:  # part to part: the text is read once more and never shuffled
-            rewrite_part_to_part(spark, result, parts, f"{tmp}/clusters", f"{tmp}/documents", files)
+            rewrite_part_to_part(spark, result.rewrite, result.schema, parts, f"{tmp}/clusters",
+                                 f"{tmp}/documents", files)
         result.finish()
         ledger = _ledger_from_counts(result.source_counts, result.rewrite_drops)
-        ledger.extra = {"rounds": {name: {k: v for k, v in r.items() if k in ("in", "out", "dropped")}
-                                   for name, r in result.report["rounds"].items()}}
-        _write_report(tmp, result.report)
+        ledger.extra = _ledger_extra(result.report)
+        _write_report(tmp, {"plan": "distributed", "plan_reason": why_not_driver, **result.report})
     finally:
         result.release()
         fs, path = fsspec.core.url_to_fs(checkpoints)
@@ -169,10 +195,31 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
         features.unpersist()
     status = _cluster_status(feats, near).persist(StorageLevel.MEMORY_AND_DISK)
 
-    counts, cluster_sizes, line_counts = _tallies(status, cfg)
+    rows, cluster_sizes, line_counts = _tallies(status, cfg)
+    counts = [(r["source"], r["reason"], r["count"]) for r in rows]
+    report, after_near = _round_reports(cfg, counts, cluster_sizes, near_report)
+    stage = RewriteStage(spark, cfg, line_counts, after_near)
+    kept_ids = status.where(F.col("reason").isNull()).select("id")
+    alive_docs = docs.join(kept_ids, "id")
+    rewritten = alive_docs.mapInArrow(stage.rewrite, from_arrow_schema(_rewrite_schema(alive_docs)))
+    survivors = rewritten.where(F.col("dedup_reason").isNull()).select(*docs.columns)
+    clusters = status.where(F.col("cluster_id").isNotNull()).select(
+        "id", "cluster_id", "round", F.col("reason").isNull().alias("kept"))
+
+    def finish(result: DedupResult) -> None:
+        result.source_counts = counts
+        result.rewrite_drops = stage.finish(report)
+
+    return DedupResult(survivors, rewritten, clusters, status, report, [features, feats, status, *persisted], finish,
+                       stage.rewrite, to_arrow_schema(survivors.schema))
+
+
+def _round_reports(cfg: DedupConfig, counts: list[tuple], cluster_sizes: list, near_report: dict) -> tuple[dict, int]:
+    """(the report of the exact and near rounds, documents left after them) from the (source, reason,
+    count) tallies, the cluster size rows and the near round's own report."""
     by_reason: dict = {}
-    for r in counts:
-        by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["count"]
+    for _, reason, count in counts:
+        by_reason[reason] = by_reason.get(reason, 0) + count
     total = sum(by_reason.values())
     after_exact = total - by_reason.get(EXACT_DUPLICATE, 0)
     after_near = after_exact - by_reason.get(NEAR_DUPLICATE, 0)
@@ -181,31 +228,39 @@ def dedup_documents(spark: SparkSession, docs: DataFrame, cfg: DedupConfig,
         NEAR: {**near_report, "in": after_exact, "out": after_near, "dropped": after_exact - after_near},
     }}
     _add_cluster_reports(report, cluster_sizes, cfg.sample_clusters)
+    return report, after_near
 
-    boilerplate, top_hashes, threshold = _boilerplate_lines(line_counts, cfg, after_near)
-    eval_ngrams, eval_sets = (load_eval_ngrams(cfg.decontaminate) if cfg.decontaminate.enabled
-                              else (empty_eval_ngrams(), []))
-    sc = spark.sparkContext
-    shared = sc.broadcast((boilerplate, top_hashes_array(top_hashes), eval_ngrams))
-    stats = sc.accumulator({}, _ByPartition())
-    kept_ids = status.where(F.col("reason").isNull()).select("id")
-    alive_docs = docs.join(kept_ids, "id")
-    rewrite = _rewrite(cfg, shared, stats)
-    rewritten = alive_docs.mapInArrow(rewrite, from_arrow_schema(_rewrite_schema(alive_docs)))
-    survivors = rewritten.where(F.col("dedup_reason").isNull()).select(*docs.columns)
-    clusters = status.where(F.col("cluster_id").isNotNull()).select(
-        "id", "cluster_id", "round", F.col("reason").isNull().alias("kept"))
 
-    def finish(result: DedupResult) -> None:
-        merged = RewriteStats.merge(stats.value.values())
-        _add_rewrite_reports(report, merged, cfg, len(boilerplate), threshold, top_hashes, eval_sets, after_near)
+class RewriteStage:
+    """The boilerplate and decontamination rounds: what every rewrite task shares (one broadcast), the
+    function the tasks run over batches of surviving documents, and the statistics they report back."""
+
+    def __init__(self, spark: SparkSession, cfg: DedupConfig, line_counts: list, alive: int):
+        self.cfg, self.alive = cfg, alive
+        self.boilerplate, self.top_hashes, self.threshold = _boilerplate_lines(line_counts, cfg, alive)
+        eval_ngrams, self.eval_sets = (load_eval_ngrams(cfg.decontaminate) if cfg.decontaminate.enabled
+                                       else (empty_eval_ngrams(), []))
+        sc = spark.sparkContext
+        self.shared = sc.broadcast((self.boilerplate, top_hashes_array(self.top_hashes), eval_ngrams))
+        self.stats = sc.accumulator({}, _ByPartition())
+        self.rewrite = _rewrite(cfg, self.shared, self.stats)
+        """The rewrite pass's function over an iterator of Arrow batches of surviving documents, to run
+        inside a Spark task: it reports its statistics through the accumulator."""
+
+    def finish(self, report: dict) -> dict:
+        """Fold the rewrite pass's statistics into `report` (once the pass ran); returns its drops
+        {(source, reason): documents}."""
+        merged = RewriteStats.merge(self.stats.value.values())
+        _add_rewrite_reports(report, merged, self.cfg, len(self.boilerplate), self.threshold, self.top_hashes,
+                             self.eval_sets, self.alive)
         report["output"] = report["rounds"][DECONTAMINATE]["out"]
-        result.source_counts = counts
-        result.rewrite_drops = merged.dropped
-        shared.unpersist()
+        self.shared.unpersist()
+        return merged.dropped
 
-    return DedupResult(survivors, rewritten, clusters, status, report, [features, feats, status, *persisted], finish,
-                       rewrite, to_arrow_schema(survivors.schema))
+
+def _ledger_extra(report: dict) -> dict:
+    return {"rounds": {name: {k: v for k, v in r.items() if k in ("in", "out", "dropped")}
+                       for name, r in report["rounds"].items()}}
 
 
 def top_hashes_array(top: list[tuple[int, int]]) -> np.ndarray:
@@ -222,6 +277,149 @@ class _ByPartition(AccumulatorParam):
     def addInPlace(self, value1, value2):
         value1.update(value2)
         return value1
+
+
+# ---------------------------------------------------------------------------------------------- driver plan
+
+CLUSTERS_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("cluster_id", pa.string()),
+                             pa.field("round", pa.string()), pa.field("kept", pa.bool_(), nullable=False)])
+"""The clusters table as the distributed plan's DataFrame gives it to the writer (`kept` is never null)."""
+FEATURES_SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("source", pa.string()),
+                             pa.field("length", pa.int64()), pa.field("quality", pa.float64())]
+                            + FEATURE_COLUMNS + [pa.field("part", pa.int32())])
+
+
+def driver_plan_refusal(cfg: BuildConfig, parts: list[list[str]] | None) -> str | None:
+    """Why the driver plan cannot run on this input (the distributed plan runs), or None when it can: the
+    upstream tables laid out by id, and at most `dedup.driver_max_documents` documents in them."""
+    limit = cfg.dedup.driver_max_documents
+    if limit == 0:
+        return "dedup.driver_max_documents is 0"
+    if parts is None:
+        return "the upstream documents are not laid out by id as the jobs write them"
+    documents = sum(_rows_of(uri) for table in parts for uri in table)
+    if documents > limit:
+        return f"{documents} documents exceed dedup.driver_max_documents ({limit})"
+    return None
+
+
+def _rows_of(uri: str) -> int:
+    with fsspec.open(uri, "rb") as f:
+        return pq.read_metadata(f).num_rows
+
+
+def _driver_plan(spark: SparkSession, cfg: BuildConfig, docs: DataFrame, parts: list[list[str]],
+                 tmp: str) -> Ledger | str:
+    """The job as two Spark passes around the driver (docs/dedup.md, "Plans"): the features of every
+    upstream part written to a temporary table, the exact and near rounds, tallies and clusters table
+    computed on the driver from it, then the part-to-part rewrite. Returns the ledger, or why the outcome
+    could differ from the distributed plan's (which then runs instead; nothing final was written)."""
+    dedup, files = cfg.dedup, cfg.build.output_files
+    bands, rows = bands_and_rows(dedup.near)
+    schema = to_arrow_schema(docs.schema)
+    features_uri = f"{tmp}/_features"
+    try:
+        unread = _write_features(spark, dedup, parts, schema, features_uri, bands, rows)
+        if unread:
+            return f"{unread} quality values are hexadecimal floats, which only Spark reads as Spark does"
+        feats, refusal = sorted_by_id(_read_features(features_uri))
+        if refusal:
+            return refusal
+        verify, near_settings = _near_settings(dedup.near, bands, rows)
+        outcome = corpus_rounds(feats, dedup, verify, near_settings)
+        if outcome.declined:
+            return outcome.declined
+        counts = reason_counts(feats.column("source"), outcome.reason)
+        sizes = cluster_sizes(outcome.cluster, outcome.round, feats.column("id"), dedup.sample_clusters)
+        lines = frequent_lines(feats.column("line_hashes"), outcome.reason == None, dedup)
+        report, after_near = _round_reports(dedup, counts, sizes, outcome.near_report)
+        batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+        _write_cluster_parts(feats, outcome, f"{tmp}/clusters", files, batch_rows)
+        del feats, outcome
+    finally:
+        fs, path = fsspec.core.url_to_fs(features_uri)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+    stage = RewriteStage(spark, dedup, lines, after_near)
+    rewrite_part_to_part(spark, stage.rewrite, _survivor_schema(docs, stage), parts, f"{tmp}/clusters",
+                         f"{tmp}/documents", files)
+    ledger = _ledger_from_counts(counts, stage.finish(report))
+    ledger.extra = _ledger_extra(report)
+    _write_report(tmp, {"plan": "driver", **report})
+    return ledger
+
+
+def _survivor_schema(docs: DataFrame, stage: RewriteStage) -> pa.Schema:
+    """The survivors' Arrow schema as the distributed plan derives it (no Spark job runs)."""
+    rewritten = docs.mapInArrow(stage.rewrite, from_arrow_schema(_rewrite_schema(docs)))
+    return to_arrow_schema(rewritten.where(F.col("dedup_reason").isNull()).select(*docs.columns).schema)
+
+
+def _write_features(spark: SparkSession, cfg: DedupConfig, parts: list[list[str]], schema: pa.Schema, uri: str,
+                    bands: int, rows: int) -> int:
+    """One Spark job, a task per upstream part: its documents' features written to `uri` (no text).
+    Returns how many quality values the tasks could not read as Spark does."""
+    task = _part_featurer(cfg, parts, schema, uri, bands, rows)
+    out = pa.schema([("part", pa.int32()), ("rows", pa.int64()), ("unread", pa.int64())])
+    return sum(r["unread"] for r in map_parts(spark, parts[0], task, out).collect())
+
+
+def _part_featurer(cfg: DedupConfig, parts: list[list[str]], schema: pa.Schema, uri: str, bands: int, rows: int):
+    """The mapInArrow function of `_write_features`: (part, uri) rows in, (part, rows, unread) out. Each
+    part's documents are read as the rewrite reads them (the upstream tables' parts merged by id) and
+    prepared as `_features` prepares them in Spark: length in characters, the quality signal as a double."""
+
+    def features(tasks):
+        for task in tasks:
+            for part in task.column("part").to_pylist():
+                written = unread = 0
+                fs, path = fsspec.core.url_to_fs(uri)
+                fs.makedirs(path, exist_ok=True)
+                no_drops = pa.array([], pa.string())
+                with fs.open(posixpath.join(path, part_name(part)), "wb") as f, \
+                        pq.ParquetWriter(f, FEATURES_SCHEMA) as out:
+                    for batch in _alive_batches([table[part] for table in parts], schema, no_drops):
+                        quality, bad = quality_signal(batch, cfg.survivor.quality_field)
+                        prepared = pa.RecordBatch.from_arrays(
+                            [batch.column("id"), batch.column("source"),
+                             pc.utf8_length(batch.column("text")).cast(pa.int64()), quality,
+                             batch.column("text"), batch.column("domain")],
+                            names=["id", "source", "length", "quality", "text", "domain"])
+                        feats = document_features(prepared, cfg, bands, rows, PASSTHROUGH)
+                        feats = feats.append_column("part", pa.array([part] * feats.num_rows, pa.int32()))
+                        out.write_batch(feats.cast(FEATURES_SCHEMA))
+                        written += feats.num_rows
+                        unread += bad
+                yield pa.RecordBatch.from_pydict({"part": [part], "rows": [written], "unread": [unread]},
+                                                 schema=pa.schema([("part", pa.int32()), ("rows", pa.int64()),
+                                                                   ("unread", pa.int64())]))
+
+    return features
+
+
+def _read_features(uri: str) -> pa.Table:
+    fs, path = fsspec.core.url_to_fs(uri)
+    names = sorted(p for p in fs.ls(path, detail=False) if p.endswith(".parquet"))
+    columns = [n for n in FEATURES_SCHEMA.names if n != "shingles"]
+    # memory-mapped where local: the file's bytes are not copied into the driver's heap on the way
+    return pa.concat_tables([pq.read_table(name, columns=columns, filesystem=fs, memory_map=True) for name in names])
+
+
+def _write_cluster_parts(feats: pa.Table, outcome: CorpusOutcome, uri: str, files: int, batch_rows: int) -> None:
+    """The clusters table, part i holding the clustered documents of upstream part i in id order: the rows,
+    batches and so bytes `write_parquet_table` gives the distributed plan's clusters."""
+    clustered = np.flatnonzero(outcome.cluster != NONE)
+    ids = feats.column("id")
+    table = pa.table({
+        "id": ids.take(pa.array(clustered)),
+        "cluster_id": ids.take(pa.array(outcome.cluster[clustered])),
+        "round": pa.array(outcome.round[clustered].tolist(), pa.string()),
+        "kept": pa.array(outcome.reason[clustered] == None, pa.bool_()),
+    }, schema=CLUSTERS_SCHEMA)
+    part_of_row = feats.column("part").take(pa.array(clustered))
+    for part in range(files):
+        rows = table.filter(pc.equal(part_of_row, part))
+        write_part(uri, part, CLUSTERS_SCHEMA, rebatched(rows.to_batches(), CLUSTERS_SCHEMA, batch_rows), "id", files)
 
 
 # ---------------------------------------------------------------------------------------------- features
@@ -291,11 +489,7 @@ def _near_round(alive: DataFrame, cfg: DedupConfig, bands: int, rows: int,
     report, and the frames persisted on the way. near_rep is the cluster's survivor, null for a member
     not similar enough to it (kept, outside the cluster); near_others is set on the survivor's row."""
     near = cfg.near
-    verify = near.effective_verify_threshold if near.verify == "signature" else 0.0
-    report = {"enabled": near.enabled, "bands": bands, "rows": rows, "num_perm": near.num_perm,
-              "threshold": near.threshold, "recall_jaccard": near.effective_recall_jaccard,
-              "target_recall": near.target_recall, "verify": near.verify,
-              "verify_threshold": verify if near.verify == "signature" else None}
+    verify, report = _near_settings(near, bands, rows)
     empty = alive.sparkSession.createDataFrame([], "id string, near_rep string, near_others long")
     if not near.enabled:
         return empty, report, []
@@ -327,20 +521,30 @@ def _near_round(alive: DataFrame, cfg: DedupConfig, bands: int, rows: int,
     return judged, report, [scored]
 
 
+def _near_settings(near: NearConfig, bands: int, rows: int) -> tuple[float, dict]:
+    """(the Jaccard estimate a pair needs, the near round's report of its settings)."""
+    verify = near.effective_verify_threshold if near.verify == "signature" else 0.0
+    return verify, {"enabled": near.enabled, "bands": bands, "rows": rows, "num_perm": near.num_perm,
+                    "threshold": near.threshold, "recall_jaccard": near.effective_recall_jaccard,
+                    "target_recall": near.target_recall, "verify": near.verify,
+                    "verify_threshold": verify if near.verify == "signature" else None}
+
+
 def candidate_pairs(alive: DataFrame, max_bucket_size: int) -> tuple[DataFrame, DataFrame]:
     """((a, b) with b < a: every document linked to the smallest id of each band bucket it shares, and the
     buckets that were split). A bucket of n documents gives n - 1 pairs, never n^2. Buckets are counted
     with a group-by (partial aggregation, so no task receives a whole bucket); one of more than
     `max_bucket_size` members is split into sub-buckets by a hash of the id, each member linked to its
-    sub-bucket's smallest id and that one to the bucket's smallest: still n - 1 pairs, still connected."""
-    keyed = alive.select("id", F.posexplode("bands").alias("band", "key"))
+    sub-bucket's smallest id and that one to the bucket's smallest: still n - 1 pairs, still connected.
+    The sub-bucket is pmod(id_hash, ceil(size / max_bucket_size)): a feature, so the driver plan splits alike."""
+    keyed = alive.select("id", "id_hash", F.posexplode("bands").alias("band", "key"))
     buckets = keyed.groupBy("band", "key").agg(F.count("*").alias("size"), F.min("id").alias("root")).where(
         F.col("size") >= 2)
     linked = keyed.join(buckets, ["band", "key"])
     plain = linked.where((F.col("size") <= max_bucket_size) & (F.col("id") != F.col("root"))).select(
         F.col("id").alias("a"), F.col("root").alias("b"))
     big = linked.where(F.col("size") > max_bucket_size).withColumn(
-        "shard", F.pmod(F.xxhash64("id"), F.ceil(F.col("size") / max_bucket_size)))
+        "shard", F.pmod(F.col("id_hash"), F.ceil(F.col("size") / max_bucket_size)))
     subs = big.groupBy("band", "key", "shard").agg(F.min("id").alias("sub_root"))
     split = big.join(subs, ["band", "key", "shard"])
     to_sub = split.where(F.col("id") != F.col("sub_root")).select(F.col("id").alias("a"), F.col("sub_root").alias("b"))
@@ -479,13 +683,13 @@ def judge_clusters(comps: DataFrame, alive: DataFrame, cfg: DedupConfig, verify:
     """(id, near_rep, near_others) per component member.
 
     Each component's survivor is chosen by `survivor.rule` among its members (a deterministic sample of
-    about `survivor.max_exact_members` in a larger one: by a hash of the id), all of a component's judged
+    about `survivor.max_exact_members` in a larger one: pmod(id_hash, size) below it), all of a component's judged
     members in one task (hash-partitioned by root, one Python call per partition, not per cluster). Every
     member is then compared with its survivor; one below the verification threshold leaves the cluster."""
     cap = cfg.survivor.max_exact_members
     sizes = comps.groupBy("root").agg(F.count("*").alias("size"))
-    members = comps.join(sizes, "root").join(alive.select("id", "signature", "quality", "length"), "id")
-    sampled = (F.col("size") <= cap) | (F.pmod(F.xxhash64("id"), F.col("size")) < cap)
+    members = comps.join(sizes, "root").join(alive.select("id", "signature", "quality", "length", "id_hash"), "id")
+    sampled = (F.col("size") <= cap) | (F.pmod(F.col("id_hash"), F.col("size")) < cap)
     schema = pa.schema([("root", pa.string()), ("id", pa.string()), ("centrality", pa.int64()),
                         ("survivor", pa.string()), ("survivor_signature", pa.binary())])
     picks = members.where(sampled).select("root", "id", "signature", "quality", "length").repartition(
@@ -665,14 +869,14 @@ def _upstream_parts(cfg: BuildConfig) -> list[list[str]] | None:
     return tables
 
 
-def rewrite_part_to_part(spark: SparkSession, result: DedupResult, upstream: list[list[str]], clusters_uri: str,
-                         out_uri: str, files: int) -> None:
+def rewrite_part_to_part(spark: SparkSession, rewrite, schema: pa.Schema, upstream: list[list[str]],
+                         clusters_uri: str, out_uri: str, files: int) -> None:
     """Write the survivors as write_parquet_table would, with no shuffle: upstream part i holds exactly
     the ids of output part i (same hash, same number of files), and the written clusters' part i lists
     which of them were dropped (`kept` false). One task per part reads its upstream parts, leaves the
     dropped out, rewrites the rest and writes part i: the same rows, in the same order, the same bytes."""
     batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
-    task = _part_rewriter(result.rewrite, upstream, clusters_uri, out_uri, result.schema, files, batch_rows)
+    task = _part_rewriter(rewrite, upstream, clusters_uri, out_uri, schema, files, batch_rows)
     schema = pa.schema([("part", pa.int32()), ("rows", pa.int64())])
     map_parts(spark, upstream[0], task, schema).collect()
 
@@ -769,13 +973,12 @@ def merged_by_id(streams: list, schema: pa.Schema):
 
 
 def _ledger_from_counts(counts, late: dict) -> Ledger:
-    """The ledger: (source, reason, count) rows of the exact/near outcome, the rewrite's drops moved from
+    """The ledger: (source, reason, count) tallies of the exact/near outcome, the rewrite's drops moved from
     written to their reason."""
     ledger = Ledger(job=JOB)
     table: dict[tuple[str, str | None], int] = {}
-    for row in counts:
-        reason = row.asDict().get("reason")
-        table[(row["source"], reason)] = table.get((row["source"], reason), 0) + row["count"]
+    for source, reason, count in counts:
+        table[(source, reason)] = table.get((source, reason), 0) + count
     for (source, reason), n in late.items():
         table[(source, None)] = table.get((source, None), 0) - n
         table[(source, reason)] = table.get((source, reason), 0) + n

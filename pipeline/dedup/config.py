@@ -231,3 +231,14 @@ class DedupConfig:
     """Round 4: overlap with evaluation sets."""
     sample_clusters: int = 10
     """How many of the largest clusters per round the report shows with their member ids."""
+    driver_max_documents: int = 1_000_000
+    """Up to this many input documents (laid out by id, as the jobs write them), the job runs its driver
+    plan: one Spark pass computes the features, the driver runs the exact and near rounds on them in
+    memory, one more pass rewrites the survivors; the same outputs, byte for byte, as the distributed
+    plan's some sixty Spark jobs. The features take about 850 bytes a document (a 512-byte signature at
+    128 permutations): 1,000,000 documents are about 0.85 GB of features, and the driver peaked at 2.2 GB
+    on a 1,000,000-document worst case (docs/dedup.md, "Plans"): within a 4 GB driver. 0 always runs the
+    distributed plan."""
+
+    def __post_init__(self) -> None:
+        require(self.driver_max_documents >= 0, "dedup.driver_max_documents must be >= 0 (0 turns the driver plan off)")

@@ -25,10 +25,20 @@ FEATURE_COLUMNS = [
     pa.field("signature", pa.binary()),
     pa.field("bands", pa.list_(pa.int64())),
     pa.field("line_hashes", pa.list_(pa.int64())),
+    pa.field("id_hash", pa.int64()),
 ]
 """Appended to the columns the caller passes through (id, source, length, quality)."""
 EXACT_SEEDS = (0x243F6A88, 0x85A308D3)
 """Two seeds of polars' string hash: a 128-bit exact key, so that 25 billion documents do not collide."""
+ID_SEED = 0x1D5EED
+"""Seed of `id_hashes`."""
+
+
+def id_hashes(ids) -> np.ndarray:
+    """A 64-bit hash (int64) of each id: what splits a giant band bucket and samples a giant cluster. Part
+    of the features, so that the job's distributed and driver plans split and sample alike (polars' string
+    hash, as the exact keys and line hashes: stable within one polars version)."""
+    return pl.Series(plain(ids)).hash(ID_SEED).to_numpy().view(np.int64)
 
 
 def is_code(domains: pa.Array, code_domains: tuple[str, ...]) -> np.ndarray:
@@ -165,6 +175,7 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
         binary_rows(sigs),
         pa.ListArray.from_arrays(pa.array(band_offsets), band_values),
         line_lists,
+        pa.array(id_hashes(batch.column("id")), pa.int64()),
     ]
     names = list(passthrough) + [f.name for f in FEATURE_COLUMNS]
     return pa.RecordBatch.from_arrays(columns, names=names)

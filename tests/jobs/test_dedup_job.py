@@ -120,11 +120,18 @@ def test_connected_components_of_chains_and_stars(spark):
 
 
 def test_a_huge_bucket_is_split_and_gives_linear_candidate_pairs(spark):
+    import numpy as np
+    import pyarrow as pa
+
     from jobs.dedup import candidate_pairs
+    from pipeline.dedup import corpus_rounds
+    from pipeline.dedup.features import id_hashes
 
     n = 3000
-    rows = [(f"doc{i:05d}", [7, i]) for i in range(n)]  # band 0 shared by all, band 1 unique
-    feats = spark.createDataFrame(rows, "id string, bands array<long>")
+    ids = [f"doc{i:05d}" for i in range(n)]
+    hashes = id_hashes(pa.array(ids)).tolist()
+    rows = [(doc, h, [7, i]) for i, (doc, h) in enumerate(zip(ids, hashes))]  # band 0 shared by all, band 1 unique
+    feats = spark.createDataFrame(rows, "id string, id_hash long, bands array<long>")
     whole, none = candidate_pairs(feats, 10_000)
     assert whole.count() == n - 1 and none.count() == 0
     assert {r["b"] for r in whole.select("b").distinct().collect()} == {"doc00000"}
@@ -136,6 +143,11 @@ def test_a_huge_bucket_is_split_and_gives_linear_candidate_pairs(spark):
     edges = [(r["a"], r["b"]) for r in pairs.collect()]
     parent = dict(edges)
     assert all(_root(parent, a) == "doc00000" for a, _ in edges)  # still one component
+    # the driver plan's pairs (positions in id order) split the bucket alike
+    bands = pa.chunked_array([pa.array([r[2] for r in rows], pa.list_(pa.int64()))])
+    a, b, giant = corpus_rounds.candidate_pairs(bands, np.arange(n), np.asarray(hashes), 500)
+    assert sorted(zip(np.array(ids)[a].tolist(), np.array(ids)[b].tolist())) == sorted(edges)
+    assert [(band, size, ids[root]) for band, size, root, _ in giant] == [(0, n, "doc00000")]
 
 
 def test_sorted_streams_merge_into_one_sorted_stream():
@@ -182,6 +194,32 @@ def _commit_ingest(root, rows):
     output.commit(tmp, "test", ledger)
 
 
+def _near_copies(sample_corpus, copies: int) -> list[dict]:
+    """`copies` variants of one long prose text, each with one word changed (all near-duplicates of each
+    other: one band bucket and one cluster larger than the test's limits), an exact copy of the first,
+    and quality signals in meta (numbers, NaN, none), so that the survivors depend on them."""
+    words = max(_prose_chunks(sample_corpus, words=400), key=len).split()
+    qualities = ["0.5", " 0.9 ", "NaN", None, "2e-1", "0.9", "x", None]
+    rows = []
+    for i in range(copies):
+        varied = list(words)
+        varied[40 + 37 * i] = f"variant{i}"
+        meta = {"quality": qualities[i % len(qualities)]} if qualities[i % len(qualities)] is not None else None
+        rows.append({"id": f"prose/near{i}", "text": " ".join(varied), "source": "prose", "domain": "general",
+                     "meta": meta})
+    rows.append({**rows[0], "id": "prose/near0-copy", "text": rows[0]["text"].replace(" ", "  ", 3), "meta": None})
+    rows.append({**rows[2], "id": "prose/near2-copy", "meta": None})  # quality NaN vs none: none sorts first
+    return rows
+
+
+def _without_plan(files: dict) -> dict:
+    """The job's outputs with the report's plan lines (which plan ran, and why) taken out."""
+    lines = files["report.json"].split(b"\n")
+    assert lines[1] in (b'  "plan": "driver",', b'  "plan": "distributed",')
+    kept = [line for line in lines if not line.startswith((b'  "plan": ', b'  "plan_reason": '))]
+    return {**files, "report.json": b"\n".join(kept)}
+
+
 def test_dedup_job_on_the_sample(spark, sample_corpus, tmp_path):
     import zstandard
 
@@ -199,6 +237,7 @@ def test_dedup_job_on_the_sample(spark, sample_corpus, tmp_path):
              for i, p in enumerate(code)]
     rows.append({"id": "code/copy", "text": rows[-1]["text"] + "\n\n", "source": "code", "domain": "code"})
     rows.append({"id": "code/banner-only", "text": f"{banner}\nx = 1\n", "source": "code", "domain": "code"})
+    rows += _near_copies(sample_corpus, copies=9)
     _commit_ingest(tmp_path / "build", rows)
     config = tmp_path / "build.toml"
     config.write_text(f"""
@@ -210,6 +249,10 @@ output_files = 2
 name = "math"
 uri = "{sample_corpus}/math/problems.jsonl.zst"
 format = "jsonl"
+[dedup.near]
+max_bucket_size = 4
+[dedup.survivor]
+max_exact_members = 5
 [dedup.decontaminate]
 eval_paths = ["{sample_corpus}/eval/math_heldout.jsonl", "{sample_corpus}/eval/code_tasks.jsonl"]
 """)
@@ -235,13 +278,19 @@ eval_paths = ["{sample_corpus}/eval/math_heldout.jsonl", "{sample_corpus}/eval/c
         groups[r["cluster_id"]].append(r["kept"])
     assert all(sum(kept) == 1 for kept in groups.values())
     report = json.loads((out / "report.json").read_text())
+    assert report["plan"] == "distributed" and "not laid out by id" in report["plan_reason"]
     assert list(report["rounds"]) == ["exact", "near", "boilerplate", "decontaminate"]
+    near = report["rounds"]["near"]
+    assert near["split_buckets"]["largest"] and near["split_buckets"]["largest"][0]["size"] > 4
+    assert max(int(size) for size in near["cluster_size_counts"]) > 5, "no cluster large enough to be sampled"
+    assert sum(i.startswith("prose/near") for i in by_id) < 4
     assert report["rounds"]["boilerplate"]["top_lines"][0]["line"] == banner
     assert report["rounds"]["decontaminate"]["dropped"] == ledger.dropped["contaminated"]
     assert run(spark, cfg).skipped
 
-    # The ingest table as the ingest job lays it out: the survivors are then rewritten part to part, with
-    # no shuffle of the text, into the same bytes as the shuffled path wrote for the hand-written table.
+    # The ingest table as the ingest job lays it out: the driver plan runs (features in one pass, the rounds
+    # on the driver, the survivors rewritten part to part with no shuffle of the text) and writes the same
+    # bytes as the distributed plan's shuffled path wrote for the hand-written table.
     from jobs.common import hash_bucketed_parts, write_parquet_table
     from pipeline.commit import JobOutput
 
@@ -251,8 +300,22 @@ eval_paths = ["{sample_corpus}/eval/math_heldout.jsonl", "{sample_corpus}/eval/c
     write_parquet_table(spark.read.parquet(ingest_docs).localCheckpoint(), ingest_docs, cfg.build.output_files)
     assert hash_bucketed_parts(ingest_docs, cfg.build.output_files) is not None
     again = run(spark, cfg, force=True)
-    assert _files(out) == shuffled
+    assert json.loads((out / "report.json").read_text())["plan"] == "driver"
+    driver = _without_plan(_files(out))
+    assert driver.keys() == shuffled.keys()
+    distributed = _without_plan(shuffled)
+    import difflib
+
+    assert driver["report.json"] == distributed["report.json"], "\n".join(difflib.unified_diff(
+        distributed["report.json"].decode().splitlines(), driver["report.json"].decode().splitlines(), lineterm=""))
+    assert [name for name in shuffled if driver[name] != distributed[name]] == []
     assert again.ledger.by_source == ledger.by_source
+
+    # The distributed plan on the same layout (driver plan off) rewrites part to part: the same bytes again.
+    config.write_text(config.read_text().replace("[dedup.near]", "[dedup]\ndriver_max_documents = 0\n[dedup.near]"))
+    run(spark, load_build(str(config)), force=True)
+    assert "driver_max_documents is 0" in json.loads((out / "report.json").read_text())["plan_reason"]
+    assert _without_plan(_files(out)) == distributed
 
 
 def _files(folder) -> dict:

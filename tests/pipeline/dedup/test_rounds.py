@@ -230,3 +230,27 @@ def test_survivor_is_the_central_member_not_the_longest():
     assert attached_to_survivor(sigs, winner, 0.765).tolist() == [True] * 5 + [False]
     quality = np.array([np.nan, 0.9, np.nan, np.nan, np.nan, np.nan])
     assert choose_survivors(groups, ids, quality, central, lengths, "best").tolist() == [1] * 6
+
+
+def test_quality_strings_are_read_as_spark_try_cast_reads_them():
+    """What Spark 4.3's try_cast(s AS DOUBLE) gave for these strings (Java's Double.parseDouble after its
+    trim, then Spark's own literals); a hexadecimal float is reported as unread (the driver plan then
+    hands over to Spark)."""
+    import math
+
+    import pyarrow as pa
+
+    from pipeline.dedup.signals import spark_doubles
+
+    inf = math.inf
+    spark_gave = {" 1.5 ": 1.5, "+2": 2.0, "1e3": 1000.0, "1d": 1.0, "2F": 2.0, "inf": inf, "Infinity": inf,
+                  "-Infinity": -inf, "NaN": "nan", "nan": "nan", "+NaN": "nan", "-nan": None, "1_000": None,
+                  "abc": None, "": None, "١٢": None, "\t3\n": 3.0, "1.": 1.0, ".5": 0.5, "-.5e-3": -0.0005,
+                  "+inf": inf, "INF": inf, " inf ": inf, "1e400": inf, "4.9e-325": 0.0, "1,5": None, "1 2": None,
+                  "e5": None, "\u00a07": None, "-0": -0.0, None: None}
+    values, unread = spark_doubles(pa.array(list(spark_gave), pa.string()))
+    assert unread == 0
+    for text, got in zip(spark_gave, values.to_pylist()):
+        want = spark_gave[text]
+        assert (math.isnan(got) if want == "nan" else got == want and str(got) == str(want)), (text, got, want)
+    assert spark_doubles(pa.array(["0x1p3", "1"]))[1] == 1
