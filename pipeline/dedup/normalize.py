@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.kernels import collapse_kernel
+from pipeline.dedup.kernels import collapse_kernel, normal_forms_kernel
 
 _SPACE = ord(" ")
 _CODE_MARK = r"([^\p{L}\p{M}\p{N}_\s\p{Z}\x0b])"
@@ -290,6 +290,36 @@ def line_and_exact_forms(texts) -> tuple[pa.Array, pa.Array]:
     """(`collapsed_blanks(texts, True)`, `collapsed_blanks(texts, False)`) in one pass over the bytes."""
     lines, exact = _collapsed(texts, (True, False))
     return lines, exact
+
+
+@dataclass(frozen=True)
+class NormalForms:
+    """A batch's exact form (`collapsed_blanks(texts, False)`) and the lines of its line form
+    (`collapsed_blanks(texts, True)` split on newlines): line k is `lines[k]`, of document `line_doc[k]`
+    (ascending, one line more per document than it has newlines), `line_chars[k]` characters long."""
+
+    exact: pa.Array
+    lines: pa.Array
+    line_doc: np.ndarray
+    line_chars: np.ndarray
+
+
+def normal_forms(texts) -> NormalForms:
+    """Both normal forms in one compiled pass over the bytes, the lines cut as they are written."""
+    texts = plain(texts)
+    offsets, data = string_buffers(texts)
+    max_lines = int(np.count_nonzero(data == ord("\n"))) + len(texts)
+    exact_offsets, exact, line_offsets, lines, line_doc, line_chars = normal_forms_kernel(
+        data, offsets, _blank_table(True), non_ascii_bytes_of(data, (SPACE,)).astype(np.int64, copy=False), max_lines)
+    return NormalForms(_string_array(exact_offsets, exact), _string_array(line_offsets, lines), line_doc, line_chars)
+
+
+def _string_array(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    """A string array over a buffer (int64 `offsets` from 0), `large_string` only when it must be."""
+    if len(data) < 2**31:
+        return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)),
+                                           pa.py_buffer(data))
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _collapsed(texts, keep_newlines: tuple[bool, ...]) -> list[pa.Array]:
