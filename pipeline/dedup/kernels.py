@@ -194,16 +194,13 @@ def _collapse_step(out, k, byte, blank, after_space, previous):
 
 
 @njit(cache=True, nogil=True)
-def normal_forms_kernel(data, offsets, blank_line, extra_blanks, max_lines):
-    """`collapse_kernel`'s two forms, the line form delivered as its lines: (exact offsets per document,
-    exact bytes, line offsets, line bytes, document of each line, characters of each line).
-
-    The lines are what splitting the line form (`blank_line`, newlines not blank) on newlines gives,
-    newlines left out, so each document has one line more than it has newlines; `max_lines` is at least
-    the number of lines. The line form keeps one space of a run only between two kept bytes of a line
-    (`started`: a byte of the line was kept). Characters are UTF-8 code points (bytes that are not
-    continuation bytes). The exact form (newlines blank too) is then each document's non-empty lines
-    joined by single spaces: a run of blanks holding a newline is one space between two words either way."""
+def line_form_kernel(data, offsets, blank_line, max_lines):
+    """The lines of `collapse_kernel`'s line form (`blank_line`: newlines not blank; the caller sets the
+    bytes of non-ASCII spaces to ASCII spaces first), cut as they are written: (line offsets, line bytes,
+    document of each line, characters of each line). Newlines are left out, so each document has one line
+    more than it has newlines; `max_lines` is at least the number of lines. A run of blanks keeps one
+    space only between two bytes of its line (`started`: a byte of the line was kept; `after`: a blank
+    came since). Characters are UTF-8 code points (bytes that are not continuation bytes)."""
     num_docs = len(offsets) - 1
     lines = np.empty(len(data) + 1, np.uint8)
     line_offsets = np.zeros(max_lines + 1, np.int64)
@@ -211,65 +208,36 @@ def normal_forms_kernel(data, offsets, blank_line, extra_blanks, max_lines):
     line_chars = np.empty(max_lines, np.int64)
     kl = 0
     li = 0
-    x = 0
-    next_extra = extra_blanks[0] if len(extra_blanks) else -1
-    one = np.uint8(1)
     for d in range(num_docs):
-        after = np.uint8(0)
-        started = np.uint8(0)
+        after = 0  # flags as int64: uint8 arithmetic costs numba conversions on every byte (2x slower)
+        started = 0
         chars = 0
         for i in range(offsets[d], offsets[d + 1]):
             byte = data[i]
-            extra = np.uint8(0)
-            if i == next_extra:
-                extra = one
-                x += 1
-                next_extra = extra_blanks[x] if x < len(extra_blanks) else -1
             if byte == _NEWLINE:
                 line_offsets[li + 1] = kl
                 line_doc[li] = d
                 line_chars[li] = chars
                 li += 1
                 chars = 0
-                after = np.uint8(0)
-                started = np.uint8(0)
+                after = 0
+                started = 0
                 continue
-            space = blank_line[byte] | extra
-            word = one - space
+            space = np.int64(blank_line[byte])
+            word = 1 - space
             gap = word & after & started
             lines[kl] = _SPACE
             kl += gap
             lines[kl] = byte
             kl += word
-            chars += gap + (word & np.uint8((byte & 0xC0) != 0x80))
+            chars += gap + (word & ((byte & 0xC0) != 0x80))
             after = space
             started |= word
         line_offsets[li + 1] = kl
         line_doc[li] = d
         line_chars[li] = chars
         li += 1
-    exact = np.empty(kl + li, np.uint8)
-    exact_offsets = np.zeros(num_docs + 1, np.int64)
-    ke = 0
-    wrote = False
-    for k in range(li):
-        lo = line_offsets[k]
-        hi = line_offsets[k + 1]
-        if k > 0 and line_doc[k] != line_doc[k - 1]:
-            for d in range(line_doc[k - 1], line_doc[k]):
-                exact_offsets[d + 1] = ke
-            wrote = False
-        if hi > lo:
-            if wrote:
-                exact[ke] = _SPACE
-                ke += 1
-            exact[ke: ke + hi - lo] = lines[lo:hi]
-            ke += hi - lo
-            wrote = True
-    if li:
-        for d in range(line_doc[li - 1], num_docs):
-            exact_offsets[d + 1] = ke
-    return exact_offsets, exact[:ke], line_offsets[: li + 1], lines[:kl], line_doc[:li], line_chars[:li]
+    return line_offsets[: li + 1], lines[:kl], line_doc[:li], line_chars[:li]
 
 
 @njit(cache=True, nogil=True)

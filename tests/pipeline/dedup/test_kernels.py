@@ -25,13 +25,18 @@ from pipeline.dedup.features import _distinct_lists
 from pipeline.dedup.minhash import compiled_signatures, signatures
 from pipeline.dedup.normalize import (
     blank_to_space,
+    code_bytes,
+    code_bytes_by_regex,
+    code_classes,
     code_tokens_of,
     collapse_spaces,
     collapsed_blanks,
     line_and_exact_forms,
     normal_forms,
     prose_tokens,
+    render,
 )
+from pipeline.dedup.normalize import _bounds
 from pipeline.dedup.shingles import code_shingles, prose_shingles, shingle_hashes
 
 # ASCII words, digits, marks and every kind of blank; non-ASCII letters, digits, marks (combining and
@@ -225,3 +230,21 @@ def test_distinct_lists_equal_sorting_pairs():
     got = _distinct_lists(doc, values, 9).to_pylist()
     signed = values.view(np.int64)
     assert got == [sorted(set(signed[doc == d].tolist())) for d in range(9)]
+
+
+def code_token_texts(offsets: np.ndarray, data: np.ndarray) -> list[str]:
+    token, glue = code_classes()
+    return render(_bounds(offsets, data, token[data], glue[data]))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_code_bytes_give_the_tokens_of_the_regex_rewrite(seed):
+    texts = pa.array(random_texts(seed, count=120) + ["a\u2014b\u00a0c\u0085d\u2028e\u00b7f«g»", "é—", "—é"])
+    ours = code_token_texts(*code_bytes(texts))
+    assert ours == code_token_texts(*code_bytes_by_regex(texts))
+    assert ours[-3] == "a \u2014 b c \u0085 d e \u00b7 f « g »"
+
+
+def test_code_bytes_give_the_tokens_of_the_regex_rewrite_on_real_text(sample_corpus):
+    texts = pa.array(real_texts(sample_corpus))
+    assert code_token_texts(*code_bytes(texts)) == code_token_texts(*code_bytes_by_regex(texts))
