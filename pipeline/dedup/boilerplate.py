@@ -49,7 +49,7 @@ def split_lines(texts) -> tuple[np.ndarray, pa.Array]:
 
 def normal_lines(texts, code: np.ndarray, lowercase_prose: bool) -> tuple[np.ndarray, pa.Array]:
     """(document of each line, the line in normal form), lines in the order `split_lines` gives them."""
-    forms = normal_forms(comparable(texts, code, lowercase_prose))
+    forms = normal_forms(comparable(texts, code, lowercase_prose), with_exact=False)
     return forms.line_doc, forms.lines
 
 
@@ -61,7 +61,7 @@ def line_hash(lines: pa.Array) -> np.ndarray:
 def candidate_lines(texts, code: np.ndarray, cfg: BoilerplateConfig,
                     lowercase_prose: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(document, hash of the normal form, may-be-boilerplate) for every line of every text."""
-    return lines_as_candidates(normal_forms(comparable(texts, code, lowercase_prose)), code, cfg)
+    return lines_as_candidates(normal_forms(comparable(texts, code, lowercase_prose), with_exact=False), code, cfg)
 
 
 def lines_as_candidates(forms: NormalForms, code: np.ndarray,
@@ -107,16 +107,18 @@ def strip_lines(texts, code: np.ndarray, boilerplate: np.ndarray, wanted: np.nda
     """(`remove_lines`, `removed_line_texts` of the `wanted` hashes): the lines are normalised and hashed
     once for both."""
     texts = plain(texts)
-    forms = normal_forms(comparable(texts, code, lowercase_prose))
+    forms = normal_forms(comparable(texts, code, lowercase_prose), with_exact=False)
     doc, hashes, ok = lines_as_candidates(forms, code, cfg)
-    remove = ok & sorted_contains(hashes, np.sort(boilerplate))
+    remove = ok.copy()
+    remove[ok] = sorted_contains(hashes[ok], np.sort(boilerplate))
     removed = np.bincount(doc[remove], minlength=len(texts))
     if not remove.any():
         return texts, removed, {}
     offsets, data = string_buffers(texts)
     out_offsets, out = drop_lines_kernel(data, offsets, remove)
-    edited = removed[doc] > 0  # the report's lines come from the documents that lost lines
-    found = _line_texts(forms.lines, hashes, edited & ok & sorted_contains(hashes, np.sort(wanted)))
+    hit = ok & (removed[doc] > 0)  # the report's lines come from the documents that lost lines
+    hit[hit] = sorted_contains(hashes[hit], np.sort(wanted))
+    found = _line_texts(forms.lines, hashes, hit)
     return pa.StringArray.from_buffers(len(texts), pa.py_buffer(out_offsets.astype(np.int32)),
                                        pa.py_buffer(out)), removed, found
 
@@ -132,7 +134,7 @@ def sorted_contains(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
 def removed_line_texts(texts, code: np.ndarray, wanted: np.ndarray, cfg: BoilerplateConfig,
                        lowercase_prose: bool = True) -> dict[int, str]:
     """{signed hash: normal form} of the candidate lines whose hash is in `wanted` (for the report)."""
-    forms = normal_forms(comparable(texts, code, lowercase_prose))
+    forms = normal_forms(comparable(texts, code, lowercase_prose), with_exact=False)
     _, hashes, ok = lines_as_candidates(forms, code, cfg)
     return _line_texts(forms.lines, hashes, ok & np.isin(hashes, wanted))
 

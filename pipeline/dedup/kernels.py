@@ -63,29 +63,31 @@ def shingle_kernel(data, offsets, byte_map, token, glue, n):
     for d in range(num_docs):
         longest = max(longest, offsets[d + 1] - offsets[d])
     hashes = np.empty(longest + 1, np.uint64)  # a document's token hashes: at most one token per byte
+    q_pow = np.empty(longest + 1, np.uint64)  # Q^p: the weight of a token's byte p
+    q_pow[0] = _ONE
+    for p in range(1, longest + 1):
+        q_pow[p] = q_pow[p - 1] * _Q
     doc = np.empty(max(len(data) // 4, 16), np.int64)  # grown by doubling
     out = np.empty(len(doc), np.uint64)
     salt_n = np.uint64(n) * _COUNT_SALT
     k = 0
     for d in range(num_docs):
         found = 0
-        previous_glues = np.uint8(0)
-        open_token = np.uint8(0)  # the previous byte belongs to a token
+        previous_glues = 0  # flags as int64: uint8 arithmetic costs numba conversions on every byte
+        open_token = 0  # the previous byte belongs to a token
         h = _ZERO
-        weight = _ONE
         length = _ZERO
         for i in range(offsets[d], offsets[d + 1]):
             byte = byte_map[data[i]]
-            glues = np.uint8(glue[byte])
+            glues = np.int64(glue[byte])
             joined = glues & previous_glues
             hashes[found] = h ^ (length * _LENGTH_SALT)  # kept only if a token ends here (mixed below)
-            found += open_token & ~joined & np.uint8(1)
+            found += open_token & (1 - joined)
             keep = _ZERO - np.uint64(joined)  # all ones inside a token, else zero: continue or restart
-            weight = (weight & keep) | (_ONE & ~keep)
-            h = (h & keep) + np.uint64(byte) * weight
-            weight *= _Q
-            length = (length & keep) + _ONE
-            open_token = np.uint8(token[byte])
+            length &= keep
+            h = (h & keep) + np.uint64(byte) * q_pow[length]  # a table, not a running product: no chain
+            length += _ONE  # of multiplications from byte to byte
+            open_token = np.int64(token[byte])
             previous_glues = glues
         if open_token:
             hashes[found] = h ^ (length * _LENGTH_SALT)
@@ -263,32 +265,56 @@ def distinct_per_doc_kernel(doc, values):
 
 
 @njit(cache=True, nogil=True)
+def join_lines_kernel(line_offsets, lines, line_doc, num_docs):
+    """(offsets, bytes) of each document's non-empty lines joined by single spaces (`line_doc` ascending,
+    every document holding a line)."""
+    out = np.empty(len(lines) + len(line_doc), np.uint8)
+    out_offsets = np.zeros(num_docs + 1, np.int64)
+    k = 0
+    previous = -1
+    wrote = 0
+    for li in range(len(line_doc)):
+        d = line_doc[li]
+        if d != previous:
+            wrote = 0
+            previous = d
+        lo = line_offsets[li]
+        hi = line_offsets[li + 1]
+        if hi > lo:
+            out[k] = _SPACE
+            k += wrote
+            out[k: k + hi - lo] = lines[lo:hi]
+            k += hi - lo
+            wrote = 1
+        out_offsets[d + 1] = k
+    return out_offsets, out[:k]
+
+
+@njit(cache=True, nogil=True)
 def drop_lines_kernel(data, offsets, drop):
     """(offsets, bytes) of the texts with the lines (split on newlines; line k of the batch is the k-th line
-    of the documents in order) that `drop` marks removed, the kept lines of a text joined by newlines."""
+    of the documents in order) that `drop` marks removed, the kept lines of a text joined by newlines.
+    Every byte is stored and only a kept line's advance (no branch per byte but the newline's)."""
     num_docs = len(offsets) - 1
-    out = np.empty(len(data), np.uint8)
+    out = np.empty(len(data) + 1, np.uint8)
     out_offsets = np.zeros(num_docs + 1, np.int64)
     k = 0
     li = 0
     for d in range(num_docs):
-        wrote = False
-        start = offsets[d]
-        stop = offsets[d + 1]
-        while True:
-            end = start
-            while end < stop and data[end] != _NEWLINE:
-                end += 1
-            if not drop[li]:
-                if wrote:
-                    out[k] = _NEWLINE
-                    k += 1
-                out[k: k + end - start] = data[start:end]
-                k += end - start
-                wrote = True
-            li += 1
-            if end >= stop:
-                break
-            start = end + 1
+        keep = 1 - np.int64(drop[li])
+        wrote = keep  # a kept line was started in this document
+        for i in range(offsets[d], offsets[d + 1]):
+            byte = data[i]
+            if byte == _NEWLINE:
+                li += 1
+                next_keep = 1 - np.int64(drop[li])
+                out[k] = _NEWLINE  # the separator before the next kept line, once one was written
+                k += next_keep & wrote
+                wrote |= next_keep
+                keep = next_keep
+                continue
+            out[k] = byte
+            k += keep
+        li += 1
         out_offsets[d + 1] = k
     return out_offsets, out[:k]

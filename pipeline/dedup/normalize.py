@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.kernels import collapse_kernel, line_form_kernel
+from pipeline.dedup.kernels import collapse_kernel, join_lines_kernel, line_form_kernel
 
 _SPACE = ord(" ")
 _CODE_MARK = r"([^\p{L}\p{M}\p{N}_\s\p{Z}\x0b])"
@@ -332,14 +332,15 @@ class NormalForms:
     (`collapsed_blanks(texts, True)` split on newlines): line k is `lines[k]`, of document `line_doc[k]`
     (ascending, one line more per document than it has newlines), `line_chars[k]` characters long."""
 
-    exact: pa.Array
+    exact: pa.Array | None
     lines: pa.Array
     line_doc: np.ndarray
     line_chars: np.ndarray
 
 
-def normal_forms(texts) -> NormalForms:
-    """Both normal forms from one compiled pass over the bytes, the lines cut as they are written."""
+def normal_forms(texts, with_exact: bool = True) -> NormalForms:
+    """Both normal forms (the exact one if asked) from one compiled pass over the bytes, the lines cut as
+    they are written."""
     texts = plain(texts)
     offsets, data = string_buffers(texts)
     max_lines = int(np.count_nonzero(data == ord("\n"))) + len(texts)
@@ -348,22 +349,10 @@ def normal_forms(texts) -> NormalForms:
         data = data.copy()
         data[unicode_spaces] = _SPACE
     line_offsets, lines, line_doc, line_chars = line_form_kernel(data, offsets, _blank_table(True), max_lines)
-    exact_offsets, exact = _joined_lines(line_offsets, lines, line_doc, len(texts))
-    return NormalForms(_string_array(exact_offsets, exact), _string_array(line_offsets, lines), line_doc, line_chars)
-
-
-def _joined_lines(line_offsets: np.ndarray, lines: np.ndarray, line_doc: np.ndarray,
-                  num_docs: int) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, bytes) of each document's non-empty lines joined by single spaces: the exact form, since a
-    run of blanks holding a newline is one space between two words either way."""
-    filled = np.flatnonzero(line_offsets[1:] > line_offsets[:-1])
-    follows = line_doc[filled[1:]] == line_doc[filled[:-1]]  # a filled line after another in its document
-    spaces = line_offsets[filled[1:][follows]]  # inserted before these bytes, ascending
-    last_line = np.searchsorted(line_doc, np.arange(num_docs), side="right") - 1
-    ends = line_offsets[last_line + 1]
-    exact_offsets = np.zeros(num_docs + 1, np.int64)
-    exact_offsets[1:] = ends + np.searchsorted(spaces, ends, side="left")
-    return exact_offsets, np.insert(lines, spaces, np.uint8(_SPACE))
+    exact = None
+    if with_exact:  # each document's non-empty lines joined by single spaces: a run of blanks holding a
+        exact = _string_array(*join_lines_kernel(line_offsets, lines, line_doc, len(texts)))  # newline is one space
+    return NormalForms(exact, _string_array(line_offsets, lines), line_doc, line_chars)
 
 
 def _string_array(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
