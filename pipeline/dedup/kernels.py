@@ -318,3 +318,19 @@ def drop_lines_kernel(data, offsets, drop):
         li += 1
         out_offsets[d + 1] = k
     return out_offsets, out[:k]
+
+
+@njit(cache=True, nogil=True)
+def insert_spaces_kernel(data, positions):
+    """`np.insert(data, positions, space)` for ascending `positions` (a space before each such byte; at
+    `len(data)`, after the last)."""
+    out = np.empty(len(data) + len(positions), np.uint8)
+    k = 0
+    lo = 0
+    for p in positions:
+        out[lo + k: p + k] = data[lo:p]
+        out[p + k] = _SPACE
+        k += 1
+        lo = p
+    out[lo + k:] = data[lo:]
+    return out

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.kernels import collapse_kernel, join_lines_kernel, line_form_kernel
+from pipeline.dedup.kernels import collapse_kernel, insert_spaces_kernel, join_lines_kernel, line_form_kernel
 
 _SPACE = ord(" ")
 _CODE_MARK = r"([^\p{L}\p{M}\p{N}_\s\p{Z}\x0b])"
@@ -192,7 +192,7 @@ def code_bytes(texts) -> tuple[np.ndarray, np.ndarray]:
     spaced = np.sort(np.concatenate([lead[mark], lead[mark] + size[mark]]))  # a space before and after each mark
     if not len(spaced):
         return offsets, data
-    return offsets + np.searchsorted(spaced, offsets, side="left"), np.insert(data, spaced, np.uint8(_SPACE))
+    return offsets + np.searchsorted(spaced, offsets, side="left"), insert_spaces_kernel(data, spaced)
 
 
 def code_bytes_by_regex(texts) -> tuple[np.ndarray, np.ndarray]:

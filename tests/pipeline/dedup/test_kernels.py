@@ -22,6 +22,7 @@ from pipeline.dedup.boilerplate import (
 )
 from pipeline.dedup.config import BoilerplateConfig
 from pipeline.dedup.features import _distinct_lists
+from pipeline.dedup.kernels import insert_spaces_kernel
 from pipeline.dedup.minhash import compiled_signatures, signatures
 from pipeline.dedup.normalize import (
     blank_to_space,
@@ -248,3 +249,10 @@ def test_code_bytes_give_the_tokens_of_the_regex_rewrite(seed):
 def test_code_bytes_give_the_tokens_of_the_regex_rewrite_on_real_text(sample_corpus):
     texts = pa.array(real_texts(sample_corpus))
     assert code_token_texts(*code_bytes(texts)) == code_token_texts(*code_bytes_by_regex(texts))
+
+
+def test_insert_spaces_equals_numpy_insert():
+    data = np.frombuffer(b"abcdefgh", np.uint8)
+    for positions in ([], [0], [8], [0, 3, 3, 8], [1, 2, 2, 5, 7, 8, 8]):
+        positions = np.array(positions, np.int64)
+        assert np.array_equal(insert_spaces_kernel(data, positions), np.insert(data, positions, np.uint8(32)))
