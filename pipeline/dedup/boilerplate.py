@@ -83,9 +83,8 @@ def comment_lines(lines: pa.Array, rows: np.ndarray) -> np.ndarray:
     """Per line of `rows`: does it start as a comment (`_COMMENT`)? Its first four bytes, in numpy."""
     offsets, data = string_buffers(lines)
     starts, sizes = offsets[rows], offsets[rows + 1] - offsets[rows]
-    padded = np.zeros(len(data) + 4, np.uint8)
-    padded[: len(data)] = data
-    head = [np.where(sizes > k, padded[starts + k], 0) for k in range(4)]
+    last = max(len(data) - 1, 0)
+    head = [np.where(sizes > k, data[np.minimum(starts + k, last)] if len(data) else 0, 0) for k in range(4)]
     out = np.zeros(len(rows), dtype=bool)
     for opener in COMMENT_OPENERS:
         match = np.ones(len(rows), dtype=bool)

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from pipeline.dedup.boilerplate import comparable, lines_as_candidates
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.kernels import distinct_per_doc_kernel
-from pipeline.dedup.minhash import band_keys, compiled_signatures
+from pipeline.dedup.minhash import compiled_band_keys, compiled_signatures
 from pipeline.dedup.normalize import collapsed_blanks, normal_forms, plain
 from pipeline.dedup.shingles import Shingles, code_shingles, prose_shingles
 
@@ -148,7 +148,7 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     kinds = shingle_kinds(batch.column("domain"), cfg)
     code = kinds == CODE
     counts, sigs = shingle_signatures(texts, kinds, cfg)
-    keys = band_keys(sigs, bands, rows)
+    keys = compiled_band_keys(sigs, bands, rows)
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
     band_values = pa.array(keys[eligible].reshape(-1), pa.int64())

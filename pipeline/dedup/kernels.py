@@ -334,3 +334,17 @@ def insert_spaces_kernel(data, positions):
         lo = p
     out[lo + k:] = data[lo:]
     return out
+
+
+@njit(cache=True, nogil=True)
+def band_keys_kernel(sigs, bands, rows):
+    """`minhash.band_keys` (as uint64): per document and band, `fmix64` folded over the band's values from
+    a salt of the band number, one document's row at a time instead of one strided column at a time."""
+    keys = np.empty((sigs.shape[0], bands), np.uint64)
+    for d in range(sigs.shape[0]):
+        for band in range(bands):
+            h = np.uint64(band + 1) * _LENGTH_SALT
+            for col in range(band * rows, (band + 1) * rows):
+                h = fmix64(h ^ np.uint64(sigs[d, col]))
+            keys[d, band] = h
+    return keys
