@@ -126,28 +126,49 @@ def _grown(values, needed):
 @njit(cache=True, nogil=True)
 def minhash_kernel(doc, hash32, num_docs, a, b):
     """(num_docs, len(a)) uint32: per document, the minimum over its hashes of `a * fmix32(h) + b mod 2^32`
-    (`doc` ascending); an empty document keeps 0xFFFFFFFF in every slot."""
+    (`doc` ascending); an empty document keeps 0xFFFFFFFF in every slot. Hashes are mixed first, then
+    permuted four at a time: one pass over the row of minima (and over `a`, `b`) serves four hashes."""
     num_perm = len(a)
     out = np.full((num_docs, num_perm), _EMPTY32, np.uint32)
     row = np.empty(num_perm, np.uint32)
-    k = 0
+    mixed = np.empty(len(hash32), np.uint32)
+    for k in range(len(hash32)):
+        h = hash32[k]
+        h ^= h >> _S16
+        h = np.uint32(h * _C1)
+        h ^= h >> _S13
+        h = np.uint32(h * _C2)
+        h ^= h >> _S16
+        mixed[k] = h
     total = len(hash32)
-    while k < total:
-        d = doc[k]
+    lo = 0
+    while lo < total:
+        d = doc[lo]
+        hi = lo + 1
+        while hi < total and doc[hi] == d:
+            hi += 1
         row[:] = _EMPTY32
-        while k < total and doc[k] == d:
-            h = hash32[k]
-            h ^= h >> _S16
-            h = np.uint32(h * _C1)
-            h ^= h >> _S13
-            h = np.uint32(h * _C2)
-            h ^= h >> _S16
+        k = lo
+        while k + 4 <= hi:
+            h1 = mixed[k]
+            h2 = mixed[k + 1]
+            h3 = mixed[k + 2]
+            h4 = mixed[k + 3]
             for p in range(num_perm):
-                value = np.uint32(a[p] * h + b[p])
-                row[p] = min(row[p], value)
+                v1 = np.uint32(a[p] * h1 + b[p])
+                v2 = np.uint32(a[p] * h2 + b[p])
+                v3 = np.uint32(a[p] * h3 + b[p])
+                v4 = np.uint32(a[p] * h4 + b[p])
+                row[p] = min(row[p], min(min(v1, v2), min(v3, v4)))
+            k += 4
+        while k < hi:
+            h1 = mixed[k]
+            for p in range(num_perm):
+                row[p] = min(row[p], np.uint32(a[p] * h1 + b[p]))
             k += 1
         for p in range(num_perm):
             out[d, p] = min(out[d, p], row[p])
+        lo = hi
     return out
 
 
