@@ -7,8 +7,10 @@ documents (parts of a build's ingest and traces output), timed per step in one p
 
 The boilerplate table of the rewrite is the lines held by more documents than the job's threshold among
 all documents of every part (the job counts the survivors of the exact and near rounds: close enough to
-time the pass; `--dump` outputs of two checkouts compare on the same table). `--dump` with
-`PYTHONPATH` pointing at another checkout writes that checkout's outputs, to compare byte for byte.
+time the pass; `--dump` outputs of two checkouts compare on the same table). To time or dump another
+checkout (main's, to compare byte for byte), run a copy of this file placed outside `bench/` (whose
+`tokenize.py` shadows the standard library's when the file runs as a script) with `PYTHONPATH` at that
+checkout.
 """
 
 from __future__ import annotations
