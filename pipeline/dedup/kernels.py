@@ -1,4 +1,5 @@
-"""Compiled kernels of the features pass: one loop over a batch's UTF-8 buffer instead of a dozen numpy passes.
+"""Compiled kernels of the features and rewrite passes: one loop over a batch's UTF-8 buffer instead of a dozen
+numpy or Arrow passes.
 
 Each kernel computes exactly what its numpy reference computes (the tests hold them to it, bit for bit):
 - `shingle_kernel`: the tokens of every document (`normalize._bounds`), their hashes
@@ -6,6 +7,11 @@ Each kernel computes exactly what its numpy reference computes (the tests hold t
   materialising a token.
 - `minhash_kernel`: the MinHash signatures of `minhash.signatures` (datasketch's affine32 permutations).
 - `collapse_kernel`: `normalize.collapse_spaces(normalize.blank_to_space(...))` in one pass.
+- `line_form_kernel`, `join_lines_kernel`: `collapse_kernel`'s line form split on newlines
+  (`boilerplate.split_lines`), and its exact form from those lines (`normalize.normal_forms`).
+- `drop_lines_kernel`: texts without some of their lines (split, filter and `binary_join` in Arrow).
+- `band_keys_kernel`, `distinct_per_doc_kernel`, `insert_spaces_kernel`: `minhash.band_keys`, the
+  sorted distinct values of each document, `np.insert` of spaces.
 
 Every kernel is compiled once per machine (`cache=True` keeps the machine code next to this module) and
 releases the GIL (`nogil=True`). Callers pass fixed dtypes (bytes uint8, offsets int64, tables uint8 or
@@ -13,7 +19,8 @@ bool) so that each kernel has exactly one compiled signature. Unicode classes ar
 mark the bytes of non-ASCII spaces and marks first (`normalize.non_ascii_bytes_of`).
 
 Arithmetic is unsigned and wraps, as numpy's does: every constant is a `np.uint64`/`np.uint32` so numba
-never promotes a mix of signed and unsigned integers to floats.
+never promotes a mix of signed and unsigned integers to floats. Flags that are added or masked byte by
+byte are int64: numba converts uint8 arithmetic on every byte, which halves the speed of a byte loop.
 """
 
 from __future__ import annotations
