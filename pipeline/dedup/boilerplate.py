@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from pipeline.dedup.config import BoilerplateConfig
 from pipeline.dedup.kernels import drop_lines_kernel
-from pipeline.dedup.normalize import NormalForms, normal_forms, plain, string_buffers
+from pipeline.dedup.normalize import NormalForms, normal_forms, plain, string_array, string_buffers
 
 _COMMENT = r"^(#|//|/\*|\*|<!--|--|;)"
 LINE_SEED = 0x5EED_11E5
@@ -118,8 +118,7 @@ def strip_lines(texts, code: np.ndarray, boilerplate: np.ndarray, wanted: np.nda
     hit = ok & (removed[doc] > 0)  # the report's lines come from the documents that lost lines
     hit[hit] = sorted_contains(hashes[hit], np.sort(wanted))
     found = _line_texts(forms.lines, hashes, hit)
-    return pa.StringArray.from_buffers(len(texts), pa.py_buffer(out_offsets.astype(np.int32)),
-                                       pa.py_buffer(out)), removed, found
+    return string_array(out_offsets, out), removed, found
 
 
 def sorted_contains(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:

@@ -351,11 +351,11 @@ def normal_forms(texts, with_exact: bool = True) -> NormalForms:
     line_offsets, lines, line_doc, line_chars = line_form_kernel(data, offsets, _blank_table(True), max_lines)
     exact = None
     if with_exact:  # each document's non-empty lines joined by single spaces: a run of blanks holding a
-        exact = _string_array(*join_lines_kernel(line_offsets, lines, line_doc, len(texts)))  # newline is one space
-    return NormalForms(exact, _string_array(line_offsets, lines), line_doc, line_chars)
+        exact = string_array(*join_lines_kernel(line_offsets, lines, line_doc, len(texts)))  # newline is one space
+    return NormalForms(exact, string_array(line_offsets, lines), line_doc, line_chars)
 
 
-def _string_array(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+def string_array(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
     """A string array over a buffer (int64 `offsets` from 0), `large_string` only when it must be."""
     if len(data) < 2**31:
         return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)),
