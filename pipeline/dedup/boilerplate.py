@@ -17,7 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.dedup.config import BoilerplateConfig
-from pipeline.dedup.normalize import collapsed_blanks, plain
+from pipeline.dedup.kernels import drop_lines_kernel
+from pipeline.dedup.normalize import NormalForms, normal_forms, plain, string_array, string_buffers
 
 _COMMENT = r"^(#|//|/\*|\*|<!--|--|;)"
 LINE_SEED = 0x5EED_11E5
@@ -48,8 +49,8 @@ def split_lines(texts) -> tuple[np.ndarray, pa.Array]:
 
 def normal_lines(texts, code: np.ndarray, lowercase_prose: bool) -> tuple[np.ndarray, pa.Array]:
     """(document of each line, the line in normal form), lines in the order `split_lines` gives them."""
-    # Collapsing the whole text equals collapsing each line: a run of spaces next to a newline goes either way.
-    return split_lines(collapsed_blanks(comparable(texts, code, lowercase_prose), keep_newlines=True))
+    forms = normal_forms(comparable(texts, code, lowercase_prose), with_exact=False)
+    return forms.line_doc, forms.lines
 
 
 def line_hash(lines: pa.Array) -> np.ndarray:
@@ -60,44 +61,84 @@ def line_hash(lines: pa.Array) -> np.ndarray:
 def candidate_lines(texts, code: np.ndarray, cfg: BoilerplateConfig,
                     lowercase_prose: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(document, hash of the normal form, may-be-boilerplate) for every line of every text."""
-    return lines_as_candidates(*normal_lines(texts, code, lowercase_prose), code, cfg)
+    return lines_as_candidates(normal_forms(comparable(texts, code, lowercase_prose), with_exact=False), code, cfg)
 
 
-def lines_as_candidates(doc: np.ndarray, lines: pa.Array, code: np.ndarray,
+def lines_as_candidates(forms: NormalForms, code: np.ndarray,
                         cfg: BoilerplateConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`candidate_lines` of lines already in normal form (`normal_lines`)."""
-    ok = np.asarray(pc.greater_equal(pc.utf8_length(lines), cfg.min_line_chars).to_numpy(zero_copy_only=False))
+    """`candidate_lines` of lines already in normal form (`normalize.normal_forms`)."""
+    doc = forms.line_doc
+    ok = forms.line_chars >= cfg.min_line_chars
     if cfg.code_comment_lines_only and code.any():
-        in_code = code[doc] & ok
-        rows = np.flatnonzero(in_code)
-        comment = np.asarray(pc.match_substring_regex(lines.take(pa.array(rows)), _COMMENT)
-                             .to_numpy(zero_copy_only=False))
-        ok[rows] = comment
-    return doc, line_hash(lines), ok
+        rows = np.flatnonzero(code[doc] & ok)
+        ok[rows] = comment_lines(forms.lines, rows)
+    return doc, line_hash(forms.lines), ok
+
+
+COMMENT_OPENERS = (b"#", b"//", b"/*", b"*", b"<!--", b"--", b";")
+"""What a code line in normal form starts with to be a comment (`_COMMENT`, the regex the tests hold it to)."""
+
+
+def comment_lines(lines: pa.Array, rows: np.ndarray) -> np.ndarray:
+    """Per line of `rows`: does it start as a comment (`_COMMENT`)? Its first four bytes, in numpy."""
+    offsets, data = string_buffers(lines)
+    starts, sizes = offsets[rows], offsets[rows + 1] - offsets[rows]
+    last = max(len(data) - 1, 0)
+    head = [np.where(sizes > k, data[np.minimum(starts + k, last)] if len(data) else 0, 0) for k in range(4)]
+    out = np.zeros(len(rows), dtype=bool)
+    for opener in COMMENT_OPENERS:
+        match = np.ones(len(rows), dtype=bool)
+        for k, byte in enumerate(opener):
+            match &= head[k] == byte
+        out |= match
+    return out
 
 
 def remove_lines(texts, code: np.ndarray, boilerplate: np.ndarray, cfg: BoilerplateConfig,
                  lowercase_prose: bool = True) -> tuple[pa.Array, np.ndarray]:
     """(texts without their boilerplate lines, lines removed per text). `boilerplate`: sorted uint64 hashes."""
+    texts, removed, _ = strip_lines(texts, code, boilerplate, np.zeros(0, np.uint64), cfg, lowercase_prose)
+    return texts, removed
+
+
+def strip_lines(texts, code: np.ndarray, boilerplate: np.ndarray, wanted: np.ndarray, cfg: BoilerplateConfig,
+                lowercase_prose: bool = True) -> tuple[pa.Array, np.ndarray, dict[int, str]]:
+    """(`remove_lines`, `removed_line_texts` of the `wanted` hashes): the lines are normalised and hashed
+    once for both."""
     texts = plain(texts)
-    doc, lines = split_lines(texts)
-    _, hashes, ok = candidate_lines(texts, code, cfg, lowercase_prose)
-    remove = ok & np.isin(hashes, boilerplate) if len(boilerplate) else np.zeros(len(hashes), dtype=bool)
+    forms = normal_forms(comparable(texts, code, lowercase_prose), with_exact=False)
+    doc, hashes, ok = lines_as_candidates(forms, code, cfg)
+    remove = ok.copy()
+    remove[ok] = sorted_contains(hashes[ok], np.sort(boilerplate))
     removed = np.bincount(doc[remove], minlength=len(texts))
     if not remove.any():
-        return texts, removed
-    keep = ~remove
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(doc[keep], minlength=len(texts)))]).astype(np.int32)
-    kept = pa.ListArray.from_arrays(pa.array(offsets), lines.filter(pa.array(keep)))
-    return pc.binary_join(kept, "\n"), removed
+        return texts, removed, {}
+    offsets, data = string_buffers(texts)
+    out_offsets, out = drop_lines_kernel(data, offsets, remove)
+    hit = ok & (removed[doc] > 0)  # the report's lines come from the documents that lost lines
+    hit[hit] = sorted_contains(hashes[hit], np.sort(wanted))
+    found = _line_texts(forms.lines, hashes, hit)
+    return string_array(out_offsets, out), removed, found
+
+
+def sorted_contains(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """`np.isin(values, sorted_set)` for an ascending `sorted_set`: one binary search per value, no sort."""
+    if not len(sorted_set) or not len(values):
+        return np.zeros(len(values), dtype=bool)
+    at = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[at] == values
 
 
 def removed_line_texts(texts, code: np.ndarray, wanted: np.ndarray, cfg: BoilerplateConfig,
                        lowercase_prose: bool = True) -> dict[int, str]:
     """{signed hash: normal form} of the candidate lines whose hash is in `wanted` (for the report)."""
-    _, lines = normal_lines(texts, code, lowercase_prose)
-    _, hashes, ok = candidate_lines(texts, code, cfg, lowercase_prose)
-    hit = np.flatnonzero(ok & np.isin(hashes, wanted))
+    forms = normal_forms(comparable(texts, code, lowercase_prose), with_exact=False)
+    _, hashes, ok = lines_as_candidates(forms, code, cfg)
+    return _line_texts(forms.lines, hashes, ok & np.isin(hashes, wanted))
+
+
+def _line_texts(lines: pa.Array, hashes: np.ndarray, hit: np.ndarray) -> dict[int, str]:
+    hit = np.flatnonzero(hit)
     if not len(hit):
         return {}
     found = lines.take(pa.array(hit, pa.int64())).to_pylist()

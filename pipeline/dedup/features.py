@@ -13,10 +13,11 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.boilerplate import comparable, lines_as_candidates, split_lines
+from pipeline.dedup.boilerplate import comparable, lines_as_candidates
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.minhash import band_keys, compiled_signatures
-from pipeline.dedup.normalize import collapsed_blanks, line_and_exact_forms, plain
+from pipeline.dedup.kernels import distinct_per_doc_kernel
+from pipeline.dedup.minhash import compiled_band_keys, compiled_signatures
+from pipeline.dedup.normalize import collapsed_blanks, normal_forms, plain
 from pipeline.dedup.shingles import Shingles, code_shingles, prose_shingles
 
 FEATURE_COLUMNS = [
@@ -157,14 +158,15 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
     kinds = shingle_kinds(batch.column("domain"), cfg)
     code = kinds == CODE
     counts, sigs = shingle_signatures(texts, kinds, cfg)
-    keys = band_keys(sigs, bands, rows)
+    keys = compiled_band_keys(sigs, bands, rows)
     eligible = counts >= cfg.near.min_shingles
     band_offsets = np.concatenate([[0], np.cumsum(np.where(eligible, bands, 0))]).astype(np.int32)
     band_values = pa.array(keys[eligible].reshape(-1), pa.int64())
     compared = comparable(texts, code, cfg.exact.lowercase_prose)
     if cfg.boilerplate.enabled:
-        line_form, exact_form = line_and_exact_forms(compared)  # one pass over the bytes for both
-        line_doc, line_hash, line_ok = lines_as_candidates(*split_lines(line_form), code, cfg.boilerplate)
+        forms = normal_forms(compared)  # one pass over the bytes for both forms
+        exact_form = forms.exact
+        line_doc, line_hash, line_ok = lines_as_candidates(forms, code, cfg.boilerplate)
         line_lists = _distinct_lists(line_doc[line_ok], line_hash[line_ok], len(texts))
     else:
         exact_form = collapsed_blanks(compared, keep_newlines=False)
@@ -182,12 +184,7 @@ def document_features(batch: pa.RecordBatch, cfg: DedupConfig, bands: int, rows:
 
 
 def _distinct_lists(doc: np.ndarray, values: np.ndarray, num_docs: int) -> pa.ListArray:
-    """A list<int64> per document of its distinct values."""
-    signed = values.view(np.int64)
-    order = np.lexsort((signed, doc))
-    doc, signed = doc[order], signed[order]
-    fresh = np.ones(len(doc), dtype=bool)
-    fresh[1:] = (doc[1:] != doc[:-1]) | (signed[1:] != signed[:-1])
-    doc, signed = doc[fresh], signed[fresh]
-    offsets = np.concatenate([[0], np.cumsum(np.bincount(doc, minlength=num_docs))]).astype(np.int32)
+    """A list<int64> per document of its distinct values (ascending); `doc` ascending."""
+    doc, signed = distinct_per_doc_kernel(doc.astype(np.int64, copy=False), values.view(np.int64))
+    offsets = np.searchsorted(doc, np.arange(num_docs + 1)).astype(np.int32)
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(signed, pa.int64()))

@@ -13,7 +13,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from pipeline.dedup.kernels import minhash_kernel
+from pipeline.dedup.kernels import band_keys_kernel, minhash_kernel
 
 EMPTY = np.uint32(0xFFFFFFFF)
 """The value of every slot of an empty signature (datasketch's initial hash values)."""
@@ -83,6 +83,12 @@ def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
                 h = fmix64(h ^ sigs[:, col].astype(np.uint64))
             keys[:, band] = h
     return keys.view(np.int64)
+
+
+def compiled_band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """`band_keys` by the compiled kernel: the same (num_docs, bands) int64."""
+    sigs = np.ascontiguousarray(sigs, dtype=np.uint32)
+    return band_keys_kernel(sigs, np.int64(bands), np.int64(rows)).view(np.int64)
 
 
 def signature_jaccard(left: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.kernels import collapse_kernel
+from pipeline.dedup.kernels import collapse_kernel, insert_spaces_kernel, join_lines_kernel, line_form_kernel
 
 _SPACE = ord(" ")
 _CODE_MARK = r"([^\p{L}\p{M}\p{N}_\s\p{Z}\x0b])"
@@ -111,18 +111,31 @@ def _code_point_class(code_point: int) -> int:
 def non_ascii_bytes_of(data: np.ndarray, classes: tuple[int, ...]) -> np.ndarray:
     """Positions of every byte of the non-ASCII characters of `data` (valid UTF-8) whose class is one of
     `classes`. Characters are decoded with numpy; only the distinct code points of the batch are looked up."""
-    lead = np.flatnonzero(data >= 0xC0)
+    lead, size, code_point = non_ascii_chars(data)
     if not len(lead):
         return np.zeros(0, dtype=np.int64)
+    distinct, inverse = np.unique(code_point, return_inverse=True)
+    wanted = np.isin(np.array([_code_point_class(int(c)) for c in distinct]), classes)[inverse]
+    return _bytes_of(lead[wanted], size[wanted])
+
+
+def non_ascii_chars(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(position of the first byte, bytes, code point) of every non-ASCII character of `data` (valid UTF-8)."""
+    lead = np.flatnonzero(data >= 0xC0)
+    if not len(lead):
+        none = np.zeros(0, dtype=np.int64)
+        return none, none, none
     first = data[lead].astype(np.int64)
     size = 2 + (first >= 0xE0) + (first >= 0xF0)
     follow = [data[np.minimum(lead + k, len(data) - 1)].astype(np.int64) & 0x3F for k in (1, 2, 3)]
     code_point = np.where(size == 2, ((first & 0x1F) << 6) | follow[0],
                           np.where(size == 3, ((first & 0x0F) << 12) | (follow[0] << 6) | follow[1],
                                    ((first & 0x07) << 18) | (follow[0] << 12) | (follow[1] << 6) | follow[2]))
-    distinct, inverse = np.unique(code_point, return_inverse=True)
-    wanted = np.isin(np.array([_code_point_class(int(c)) for c in distinct]), classes)[inverse]
-    lead, size = lead[wanted], size[wanted]
+    return lead, size, code_point
+
+
+def _bytes_of(lead: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Every byte position of the characters starting at `lead`, `size` bytes each."""
     return np.repeat(lead, size) + (np.arange(size.sum()) - np.repeat(np.cumsum(size) - size, size))
 
 
@@ -161,8 +174,29 @@ def prose_tokens(texts, map_digits: bool = True, join_underscores: bool = False)
 
 
 def code_bytes(texts) -> tuple[np.ndarray, np.ndarray]:
-    """(offsets, bytes) of the texts ready for the code tokeniser: non-ASCII texts rewritten by RE2 so that
-    each non-ASCII mark stands between spaces and every run of Unicode whitespace is one space."""
+    """(offsets, bytes) of the texts ready for the code tokeniser: each non-ASCII mark stands between spaces
+    and each non-ASCII space is a space. Which characters those are is what RE2 says (`code_bytes_by_regex`,
+    the rewrite this replaces and the tests compare against): each distinct non-ASCII code point of the
+    batch is matched once, then the bytes are edited in numpy. (The regex rewrite also collapses
+    whitespace, and spaces out ASCII marks and controls; the tokeniser reads none of that differently.)"""
+    offsets, data = string_buffers(plain(texts))
+    lead, size, code_point = non_ascii_chars(data)
+    if not len(lead):
+        return offsets, data
+    distinct, inverse = np.unique(code_point, return_inverse=True)
+    chars = pa.array([chr(c) for c in distinct.tolist()], pa.string())
+    space = pc.match_substring_regex(chars, f"^{_SPACE_RUN}$").to_numpy(zero_copy_only=False)[inverse]
+    mark = pc.match_substring_regex(chars, f"^{_CODE_MARK}$").to_numpy(zero_copy_only=False)[inverse]
+    data = data.copy()
+    data[_bytes_of(lead[space], size[space])] = _SPACE
+    spaced = np.sort(np.concatenate([lead[mark], lead[mark] + size[mark]]))  # a space before and after each mark
+    if not len(spaced):
+        return offsets, data
+    return offsets + np.searchsorted(spaced, offsets, side="left"), insert_spaces_kernel(data, spaced)
+
+
+def code_bytes_by_regex(texts) -> tuple[np.ndarray, np.ndarray]:
+    """`code_bytes` by RE2 rewriting the non-ASCII texts: marks between spaces, whitespace runs one space."""
 
     def unicode(t: pa.Array) -> pa.Array:
         t = pc.replace_substring_regex(t, _CODE_MARK, r" \1 ")
@@ -290,6 +324,43 @@ def line_and_exact_forms(texts) -> tuple[pa.Array, pa.Array]:
     """(`collapsed_blanks(texts, True)`, `collapsed_blanks(texts, False)`) in one pass over the bytes."""
     lines, exact = _collapsed(texts, (True, False))
     return lines, exact
+
+
+@dataclass(frozen=True)
+class NormalForms:
+    """A batch's exact form (`collapsed_blanks(texts, False)`) and the lines of its line form
+    (`collapsed_blanks(texts, True)` split on newlines): line k is `lines[k]`, of document `line_doc[k]`
+    (ascending, one line more per document than it has newlines), `line_chars[k]` characters long."""
+
+    exact: pa.Array | None
+    lines: pa.Array
+    line_doc: np.ndarray
+    line_chars: np.ndarray
+
+
+def normal_forms(texts, with_exact: bool = True) -> NormalForms:
+    """Both normal forms (the exact one if asked) from one compiled pass over the bytes, the lines cut as
+    they are written."""
+    texts = plain(texts)
+    offsets, data = string_buffers(texts)
+    max_lines = int(np.count_nonzero(data == ord("\n"))) + len(texts)
+    unicode_spaces = non_ascii_bytes_of(data, (SPACE,))
+    if len(unicode_spaces):  # rare: a copy with those bytes as spaces keeps the kernel's loop simple
+        data = data.copy()
+        data[unicode_spaces] = _SPACE
+    line_offsets, lines, line_doc, line_chars = line_form_kernel(data, offsets, _blank_table(True), max_lines)
+    exact = None
+    if with_exact:  # each document's non-empty lines joined by single spaces: a run of blanks holding a
+        exact = string_array(*join_lines_kernel(line_offsets, lines, line_doc, len(texts)))  # newline is one space
+    return NormalForms(exact, string_array(line_offsets, lines), line_doc, line_chars)
+
+
+def string_array(offsets: np.ndarray, data: np.ndarray) -> pa.Array:
+    """A string array over a buffer (int64 `offsets` from 0), `large_string` only when it must be."""
+    if len(data) < 2**31:
+        return pa.StringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets.astype(np.int32)),
+                                           pa.py_buffer(data))
+    return pa.LargeStringArray.from_buffers(len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 def _collapsed(texts, keep_newlines: tuple[bool, ...]) -> list[pa.Array]:

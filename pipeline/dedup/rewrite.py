@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup.boilerplate import remove_lines, removed_line_texts
+from pipeline.dedup.boilerplate import strip_lines
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.decontaminate import EvalNgrams, contaminating_items, remove_spans
 from pipeline.dedup.features import is_code
@@ -66,15 +66,12 @@ def rewrite_batch(batch: pa.RecordBatch, cfg: DedupConfig, boilerplate: np.ndarr
     spans_removed = np.zeros(len(texts), dtype=np.int64)
     if cfg.boilerplate.enabled and len(boilerplate):
         code = is_code(batch.column("domain"), cfg.near.code_domains)
-        original = texts
-        texts, lines_removed = remove_lines(texts, code, boilerplate, cfg.boilerplate, cfg.exact.lowercase_prose)
+        wanted = top_hashes if stats is not None and top_hashes is not None else np.zeros(0, np.uint64)
+        texts, lines_removed, found = strip_lines(texts, code, boilerplate, wanted, cfg.boilerplate,
+                                                  cfg.exact.lowercase_prose)
         edited = np.flatnonzero(lines_removed)
-        if stats is not None and top_hashes is not None and len(top_hashes) and len(edited):
-            # the top lines are boilerplate lines: only the documents that lost lines can hold one
-            found = removed_line_texts(original.take(pa.array(edited)), code[edited], top_hashes, cfg.boilerplate,
-                                       cfg.exact.lowercase_prose)
-            for h, line in found.items():
-                stats.top_lines[h] = min(line, stats.top_lines.get(h, line))
+        for h, line in found.items():
+            stats.top_lines[h] = min(line, stats.top_lines.get(h, line))
         if len(edited):
             lengths = pc.utf8_length(pc.utf8_trim_whitespace(texts.take(pa.array(edited)))).to_numpy()
             for i in edited[lengths < cfg.boilerplate.min_chars_after]:

@@ -49,7 +49,8 @@ class Shingles:
         return (self.hash64 >> np.uint64(32)).astype(np.uint32)
 
     def counts(self) -> np.ndarray:
-        return np.bincount(self.doc, minlength=self.num_docs)
+        """Shingles per document (`doc` is ascending: a search per document, not a pass over the shingles)."""
+        return np.diff(np.searchsorted(self.doc, np.arange(self.num_docs + 1)))
 
 
 def fmix64(h: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from pipeline.dedup import minhash, shingles
 from pipeline.dedup.config import NearConfig
 from pipeline.dedup.minhash import (
     band_keys,
+    compiled_band_keys,
     candidate_probability,
     layout_for_recall,
     permutations,
@@ -137,3 +138,10 @@ def test_band_keys_and_jaccard():
     keys = band_keys(other, 3, 4)
     assert keys[0, 0] == keys[1, 0] and (keys[0, 1:] != keys[1, 1:]).all()
     assert signature_jaccard(other[:1], other[1:]).tolist() == [4 / 12]
+
+
+@pytest.mark.parametrize("bands, rows", [(16, 8), (9, 13), (3, 4)])
+def test_compiled_band_keys_equal_numpy(bands, rows):
+    sigs = np.random.default_rng(bands).integers(0, 1 << 32, size=(50, 128), dtype=np.uint64).astype(np.uint32)
+    assert np.array_equal(compiled_band_keys(sigs, bands, rows), band_keys(sigs, bands, rows))
+    assert compiled_band_keys(sigs[:0], bands, rows).shape == (0, bands)
