@@ -92,9 +92,30 @@ def alpha_words(text: str) -> list[str]:
 def _alpha_words(text: str) -> tuple[str, ...]:
     """Cached for the last few texts: the domain scorer, the prose filters and the prose grader each read the
     words of the same masked document, one after the other."""
-    if text.isascii():  # lower-casing ASCII maps letters to letters one for one: the same words, lowered once
-        return tuple(_ASCII_LOWER_WORD.findall(text.lower()))
+    if text.isascii():
+        return _ascii_alpha_words(text)
     return tuple(w.lower() for w in _ALPHA_WORD.findall(text))
+
+
+# ASCII letters lowered, the apostrophe kept, every other byte a space.
+_LOWER_LETTER_OR_QUOTE = bytes(b + 32 if 65 <= b <= 90 else b if 97 <= b <= 122 or b == 39 else 32 for b in range(256))
+
+
+def _ascii_alpha_words(text: str) -> tuple[str, ...]:
+    """`alpha_words` of ASCII text: the matches of `_ASCII_LOWER_WORD` in the lowered text. Every character
+    outside a-z and the apostrophe separates words, so after turning those into spaces (and lowering the
+    letters) in C, the words are the whitespace-separated tokens; only tokens holding an apostrophe (where
+    the pattern allows one inner apostrophe) need the pattern."""
+    cleaned = text.encode("ascii").translate(_LOWER_LETTER_OR_QUOTE).decode("ascii")
+    if "'" not in cleaned:
+        return tuple(cleaned.split())
+    found: list[str] = []
+    for token in cleaned.split():
+        if "'" in token:
+            found += _ASCII_LOWER_WORD.findall(token)
+        else:
+            found.append(token)
+    return tuple(found)
 
 
 def lines(text: str) -> list[str]:

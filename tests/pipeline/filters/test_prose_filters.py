@@ -190,7 +190,8 @@ def test_vectorised_repetition_signals_equal_the_gopher_definitions():
 
 
 @pytest.mark.parametrize("text", ["", "a 1 b2 -- 3.4 ok", "x\x1cy\x1f12 #a\t\x0b\x0c!!", "don't 42", "naïve ½ ² ٣ 中文 x1 ...",
-                                  "é\u2003-\u3000½x\x85–—\u00a0ß ٣٤ \u2028Ⅻ"])
+                                  "é\u2003-\u3000½x\x85–—\u00a0ß ٣٤ \u2028Ⅻ",
+                                  "Rock'n'Roll 'quoted' it's '' a''b x' 'y O'NEIL_x9'z \x1cdon't"])
 def test_word_counts_equal_their_definitions(text):
     """The fast paths (ASCII bytes, a plain class on lower-case text) count what the definitions count."""
     from pipeline.filters.prose import _alpha_tokens

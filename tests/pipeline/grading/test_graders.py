@@ -122,6 +122,28 @@ def test_prose_readability_and_rare_words():
     assert score("general", hard, "en") > score("general", simple, "en")
 
 
+
+@pytest.mark.parametrize("text", [
+    "", "call foo() and foo(x) then os.path.join a_b camelCase CamelCase Zebra. x_ _x",
+    "naïve_ünï ÉtéX a.b.c (a) ((b)) \u2003snake_case\u3000 os.path\x1cfoo() ..._..",
+])
+def test_prose_counts_equal_their_definitions(text):
+    """The prose grader's counting shortcuts count what their plain definitions count."""
+    from collections import Counter
+
+    from pipeline.grading.prose_grader import (
+        _IDENTIFIER,
+        _rare_word_fraction,
+        identifier_count,
+        rare_word_fraction,
+    )
+
+    assert identifier_count(text) == sum(n for t, n in Counter(text.split()).items() if _IDENTIFIER.match(t))
+    vocabulary = text.lower().split()
+    for common in (None, frozenset(), frozenset(vocabulary[::2])):
+        expected = rare_word_fraction(vocabulary, common)
+        assert _rare_word_fraction(Counter(vocabulary), len(vocabulary), common) == expected
+
 TRACE_DOCUMENT = """<|source|>
 def outer(x):
     if x > 0:
