@@ -215,7 +215,8 @@ _IMPORT = re.compile(r"^\s*+(?:#\s*include\s*[<\"]([^>\"]+)|import\s+([\w.]+)|us
 
 
 _WORD_RUN = re.compile(r"\w+")
-_NON_WORD_ASCII = {code: " " for code in range(128) if not (chr(code).isalnum() or chr(code) == "_")}
+_WORD_OR_SPACE = bytes(code if code < 128 and (chr(code).isalnum() or chr(code) == "_") else ord(" ") for code in range(256))
+"""Byte table keeping the ASCII word characters and turning every other byte into a space."""
 _BRANCH_WORDS = ("if", "elif", "elsif", "for", "foreach", "while", "case", "catch", "except", "when", "guard", "unless")
 _TYPE_WORDS = ("class", "struct", "interface", "trait", "impl", "enum")
 _IMPORT_WORDS = ("include", "import", "use", "require")
@@ -255,7 +256,7 @@ def _word_runs(text: str) -> Counter[str]:
     """How often each maximal run of word characters (each match of `\\w+`) occurs; for ASCII text, where
     those characters are A-Z, a-z, 0-9 and _, by turning every other character into a space and splitting."""
     if text.isascii():
-        return Counter(text.translate(_NON_WORD_ASCII).split())
+        return Counter(text.encode("ascii").translate(_WORD_OR_SPACE).decode("ascii").split())
     return Counter(_WORD_RUN.findall(text))
 
 

@@ -201,3 +201,28 @@ def test_word_counts_equal_their_definitions(text):
     assert _alpha_tokens(text, text.isascii()) == sum(1 for t in tokens if any(c.isalpha() for c in t))
     assert alpha_words(text) == [w.lower() for w in _ALPHA_WORD.findall(text)]
     assert alpha_words(text.upper()) == [w.lower() for w in _ALPHA_WORD.findall(text.upper())]
+
+
+def test_nesting_depth_equals_its_definition_with_few_and_many_brackets():
+    """Both paths of `nesting_depth` (a loop over the brackets alone, numpy over every byte) give the depth
+    clamped at 0 of a plain walk over the characters."""
+    import random
+
+    from pipeline.filters.text import _FEW_BRACKETS, nesting_depth
+
+    def walked(text: str, opening: str, closing: str) -> int:
+        depth = deepest = 0
+        for c in text:
+            if c in opening:
+                depth += 1
+                deepest = max(deepest, depth)
+            elif c in closing and depth:
+                depth -= 1
+        return deepest
+
+    rng = random.Random(7)
+    for size in (0, 5, 40, _FEW_BRACKETS, _FEW_BRACKETS + 1, 3 * _FEW_BRACKETS):
+        for _ in range(30):
+            text = "".join(rng.choice("(){}[]ab é\n") for _ in range(size))
+            for opening, closing in (("([{", ")]}"), ("{", "}")):
+                assert nesting_depth(text, opening, closing) == walked(text, opening, closing), (text, opening)
