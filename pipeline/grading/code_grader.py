@@ -228,7 +228,7 @@ def token_features(text: str) -> dict[str, float]:
     A keyword between `\\b`s matches exactly a whole run of word characters, so the keyword counts come from
     one count of the word runs instead of one scan of the text per pattern (the same counts); a pattern
     that needs a keyword none of the runs is cannot match, and is skipped."""
-    code = [line for line in text.split("\n") if line.strip() and not _COMMENT.match(line)]
+    code = _code_lines(text)
     body = "\n".join(code)
     runs = _word_runs(body)
     functions = len(_DEFINITION.findall(body))
@@ -250,6 +250,18 @@ def token_features(text: str) -> dict[str, float]:
         "lines": float(len(code)),
         "parsed": 0.0,
     }
+
+
+_COMMENT_STARTS = frozenset("/#*-;%")
+"""The characters `_COMMENT` can see first after the indentation."""
+
+
+def _code_lines(text: str) -> list[str]:
+    """The non-blank lines of `text` that `_COMMENT` does not match, in order. The pattern is tried only on
+    lines whose first character after the indentation (what `\\s*+` skips, exactly what `str.lstrip` strips)
+    can start a comment."""
+    return [line for line in text.split("\n")
+            if (rest := line.lstrip()) and (rest[0] not in _COMMENT_STARTS or not _COMMENT.match(line))]
 
 
 def _word_runs(text: str) -> Counter[str]:
