@@ -30,7 +30,7 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
         "formulas": float(formulas),
         "mean_word_length": ratio(sum(map(len, tokens)), len(tokens)),
         "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
-        "alpha_word_fraction": ratio(_alpha_tokens(masked, is_ascii), len(tokens)),
+        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, is_ascii), len(tokens)),
         "stop_words": float(len(STOP_WORDS.intersection(
             masked.lower().split() if is_ascii else [t.lower() for t in tokens]))),
         "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
@@ -103,14 +103,13 @@ _FS_TO_SPACE = bytes(range(256)).replace(b"\x1c\x1d\x1e\x1f", b"    ")
 _NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and not chr(b).isspace())
 
 
-def _alpha_tokens(text: str, is_ascii: bool) -> int:
-    """How many of the whitespace-separated tokens of `text` hold a letter. Deleting every character
-    that is neither a letter nor whitespace leaves exactly those tokens (shortened), which C counts: for ASCII
-    text with a fixed byte table, otherwise with a table of the text's own distinct characters."""
+def _alpha_tokens(text: str, tokens: list[str], is_ascii: bool) -> int:
+    """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text, deleting
+    every other non-space character leaves exactly those tokens (shortened), which C counts; otherwise
+    each token is asked (a str.translate table of the text's characters is slower: it looks up every one)."""
     if is_ascii:
         return len(text.encode("ascii").translate(_FS_TO_SPACE, _NOT_LETTER_OR_SPACE).split())
-    deleted = {ord(c): None for c in set(text) if not (c.isalpha() or c.isspace())}
-    return len(text.translate(deleted).split())
+    return sum(1 for t in tokens if any(c.isalpha() for c in t))
 
 
 def _duplication(items: list[str], unit: str) -> dict[str, float]:
