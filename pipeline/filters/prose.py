@@ -57,10 +57,11 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
 def word_ranks(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(each token's rank among the sorted distinct tokens, each token's length), int64: the input of
     `kernels.ngram_fractions`, where comparing ranks compares the words."""
-    rank = {word: i for i, word in enumerate(sorted(set(tokens)))}
-    count = len(tokens)
-    return (np.fromiter(map(rank.__getitem__, tokens), dtype=np.int64, count=count),
-            np.fromiter(map(len, tokens), dtype=np.int64, count=count))
+    distinct = sorted(set(tokens))
+    rank = dict(zip(distinct, range(len(distinct))))
+    ranks = np.fromiter(map(rank.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    # each distinct word's length, looked up by rank: the same integers as len() of every token
+    return ranks, np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))[ranks]
 
 
 def _ns(keys: list[str]) -> np.ndarray:
