@@ -16,8 +16,12 @@ import hashlib
 import json
 import os
 import posixpath
+import uuid
+from collections import Counter
 
 import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -40,12 +44,11 @@ from pipeline.grading.difficulty_model import BUILTIN_PREFIX, DifficultyModel, l
 from pipeline.grading.grade import (
     ANALYSED_SCHEMA,
     GRADED_COLUMNS,
-    PROSE_DOMAINS,
     SCORED_SCHEMA,
     WORD_COUNT_SCHEMA,
     analyse_batch,
     grade_batch,
-    vocabulary_counts,
+    word_count_batch,
 )
 from pipeline.grading.reference import reference_fingerprint
 from pipeline.grading.report import DIFFICULTY_BINS, QUANTILES, build_report
@@ -74,11 +77,14 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
     """The job's body over any documents DataFrame: writes `tmp/documents` and `tmp/report.json`."""
     grade_cfg = cfg.grade
     classifier = _train_classifier(grade_cfg)
-    analysed = documents.mapInArrow(_analyse(grade_cfg, classifier), from_arrow_schema(ANALYSED_SCHEMA)).persist()
+    # Step 2 (the kept prose's word counts) rides along step 1: each task writes its counts here.
+    vocabulary = posixpath.join(tmp, "_vocabulary") if grade_cfg.enabled and grade_cfg.difficulty.enabled else None
+    analysed = documents.mapInArrow(_analyse(grade_cfg, classifier, vocabulary),
+                                    from_arrow_schema(ANALYSED_SCHEMA)).persist()
     try:
-        ledger = _count(analysed)
+        ledger = _count(analysed)  # runs step 1 over every partition, so every task has written its counts
         kept = analysed.where(F.col("keep"))
-        common = _common_words(kept, grade_cfg) if grade_cfg.enabled and grade_cfg.difficulty.enabled else None
+        common = _common_words(spark, vocabulary, grade_cfg) if vocabulary else None
         context = GradeContext(common_words=common, markers=grade_cfg.difficulty.trace_markers)
         model = _difficulty_model(grade_cfg)
         scored = kept.mapInArrow(_grade(grade_cfg, context, model.uri if model else None),
@@ -90,6 +96,10 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
             scored.unpersist()
     finally:
         analysed.unpersist()
+        if vocabulary:
+            fs, path = fsspec.core.url_to_fs(vocabulary)
+            if fs.exists(path):
+                fs.rm(path, recursive=True)
     written = spark.read.parquet(f"{tmp}/documents")
     report = _report(written, grade_cfg, ledger, len(common or ()), classifier, _difficulty_model(grade_cfg))
     with fsspec.open(posixpath.join(tmp, REPORT), "w") as f:
@@ -128,14 +138,33 @@ def _train_classifier(cfg: GradeConfig) -> LinearClassifier | None:
     return train_classifier(load_labelled(paths), cfg.domain)
 
 
-def _analyse(cfg: GradeConfig, classifier: LinearClassifier | None):
-    """The mapInArrow function of step 1; config and classifier come in as arguments."""
+def _analyse(cfg: GradeConfig, classifier: LinearClassifier | None, vocabulary_uri: str | None):
+    """The mapInArrow function of step 1; config and classifier come in as arguments. With `vocabulary_uri`,
+    each task also counts the words of its kept prose (step 2) and writes them there (`_write_vocabulary`)."""
 
     def analyse(batches):
+        vocabulary = Counter() if vocabulary_uri else None
         for batch in batches:
-            yield analyse_batch(batch, cfg, classifier)
+            yield analyse_batch(batch, cfg, classifier, vocabulary)
+        if vocabulary_uri:
+            _write_vocabulary(vocabulary_uri, vocabulary)
 
     return analyse
+
+
+def _write_vocabulary(uri: str, counts: Counter[str]) -> None:
+    """The word counts of one task's partition, as `part-{partition}.parquet` under `uri`. Named by partition,
+    so a retried or recomputed task rewrites the same file with the same counts; written under a hidden name
+    (which Spark's reader skips) and then moved into place, so a killed task leaves no partial file."""
+    from pyspark import TaskContext
+
+    part = TaskContext.get().partitionId()
+    fs, path = fsspec.core.url_to_fs(uri)
+    fs.makedirs(path, exist_ok=True)
+    staging = posixpath.join(path, f".part-{part:05d}-{uuid.uuid4().hex}.parquet")
+    with fs.open(staging, "wb") as f:
+        pq.write_table(pa.Table.from_batches([word_count_batch(counts)]), f)
+    fs.mv(staging, posixpath.join(path, f"part-{part:05d}.parquet"))
 
 
 def _grade(cfg: GradeConfig, context: GradeContext, model_uri: str | None):
@@ -162,12 +191,12 @@ def _count(analysed: DataFrame) -> Ledger:
     return ledger
 
 
-def _common_words(kept: DataFrame, cfg: GradeConfig) -> frozenset[str]:
+def _common_words(spark: SparkSession, vocabulary_uri: str, cfg: GradeConfig) -> frozenset[str]:
     """Words of the kept prose (science and general) used at least `rare_word_per_million` times per million
-    words and at least `rare_word_min_count` times. On a large corpus at most 1e6 / that rate words qualify,
-    so the set stays small enough to ship to the tasks."""
-    prose = kept.where(F.col("domain").isin(*PROSE_DOMAINS)).select("text", "domain")
-    counts = (prose.mapInArrow(vocabulary_counts, from_arrow_schema(WORD_COUNT_SCHEMA))
+    words and at least `rare_word_min_count` times, from the per-task counts step 1 wrote to `vocabulary_uri`.
+    On a large corpus at most 1e6 / that rate words qualify, so the set stays small enough to ship to the
+    tasks."""
+    counts = (spark.read.schema(from_arrow_schema(WORD_COUNT_SCHEMA)).parquet(vocabulary_uri)
               .groupBy("word").agg(F.sum("count").alias("count")).persist())
     try:
         total = counts.agg(F.sum("count")).first()[0] or 0
