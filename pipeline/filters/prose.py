@@ -32,7 +32,7 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
         "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
         "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, is_ascii), len(tokens)),
         "stop_words": float(len(STOP_WORDS.intersection(
-            masked.lower().split() if is_ascii else [t.lower() for t in tokens]))),
+            masked.lower().split() if is_ascii else map(str.lower, tokens)))),
         "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
         "ellipsis_line_fraction": ratio(sum([ln.endswith(ELLIPSES) for ln in all_lines]), len(all_lines)),
         "line_punct_fraction": ratio(sum([ln.endswith(TERMINAL) for ln in all_lines]), len(all_lines)),
@@ -107,7 +107,7 @@ _NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and n
 def _alpha_tokens(text: str, tokens: list[str], is_ascii: bool) -> int:
     """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text, deleting
     every other non-space character leaves exactly those tokens (shortened), which C counts; otherwise
-    each token is asked (a str.translate table of the text's characters is slower: it looks up every one)."""
+    each token is asked (measured faster than a str.translate table or a regular-expression deletion)."""
     if is_ascii:
         return len(text.encode("ascii").translate(_FS_TO_SPACE, _NOT_LETTER_OR_SPACE).split())
     return sum(1 for t in tokens if any(c.isalpha() for c in t))
@@ -124,7 +124,7 @@ def _duplication(items: list[str], unit: str) -> dict[str, float]:
         seen.add(item)
     return {
         f"dup_{unit}_fraction": ratio(dup_items, len(items)),
-        f"dup_{unit}_char_fraction": ratio(dup_chars, sum(len(i) for i in items)),
+        f"dup_{unit}_char_fraction": ratio(dup_chars, sum(map(len, items))),
     }
 
 

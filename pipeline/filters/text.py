@@ -94,7 +94,7 @@ def _alpha_words(text: str) -> tuple[str, ...]:
     words of the same masked document, one after the other."""
     if text.isascii():
         return _ascii_alpha_words(text)
-    return tuple(w.lower() for w in _ALPHA_WORD.findall(text))
+    return tuple(map(str.lower, _ALPHA_WORD.findall(text)))
 
 
 # ASCII letters lowered, the apostrophe kept, every other byte a space.
