@@ -170,8 +170,7 @@ def _loop_depth(brackets: bytes, opening: frozenset[int]) -> int:
     for code in brackets:
         if code in opening:
             depth += 1
-            if depth > deepest:
-                deepest = depth
+            deepest = max(deepest, depth)
         elif depth:
             depth -= 1
     return deepest

@@ -191,14 +191,18 @@ def test_vectorised_repetition_signals_equal_the_gopher_definitions():
 
 @pytest.mark.parametrize("text", ["", "a 1 b2 -- 3.4 ok", "x\x1cy\x1f12 #a\t\x0b\x0c!!", "don't 42", "naïve ½ ² ٣ 中文 x1 ...",
                                   "é\u2003-\u3000½x\x85–—\u00a0ß ٣٤ \u2028Ⅻ",
-                                  "Rock'n'Roll 'quoted' it's '' a''b x' 'y O'NEIL_x9'z \x1cdon't"])
+                                  "Rock'n'Roll 'quoted' it's '' a''b x' 'y O'NEIL_x9'z \x1cdon't",
+                                  "The\tthe\x0bTHE of,of With\x1fwith AND thatx\r\nhave be\x0cto",
+                                  " the", "of ", "\x1c\x1dand\x1e", "With"])
 def test_word_counts_equal_their_definitions(text):
     """The fast paths (ASCII bytes, a plain class on lower-case text) count what the definitions count."""
-    from pipeline.filters.prose import _alpha_tokens
+    from pipeline.filters.prose import STOP_WORDS, token_counts
     from pipeline.filters.text import _ALPHA_WORD, alpha_words
 
     tokens = text.split()
-    assert _alpha_tokens(text, tokens, text.isascii()) == sum(1 for t in tokens if any(c.isalpha() for c in t))
+    assert token_counts(text) == (len(tokens), sum(len(t) for t in tokens),
+                                  sum(1 for t in tokens if any(c.isalpha() for c in t)),
+                                  len(STOP_WORDS.intersection(t.lower() for t in tokens)))
     assert alpha_words(text) == [w.lower() for w in _ALPHA_WORD.findall(text)]
     assert alpha_words(text.upper()) == [w.lower() for w in _ALPHA_WORD.findall(text.upper())]
 
