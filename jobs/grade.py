@@ -196,6 +196,9 @@ def _common_words(spark: SparkSession, vocabulary_uri: str, cfg: GradeConfig) ->
     words and at least `rare_word_min_count` times, from the per-task counts step 1 wrote to `vocabulary_uri`.
     On a large corpus at most 1e6 / that rate words qualify, so the set stays small enough to ship to the
     tasks."""
+    fs, path = fsspec.core.url_to_fs(vocabulary_uri)
+    if not fs.exists(path):  # no task ran: the input has no partitions, so no words
+        return frozenset()
     counts = (spark.read.schema(from_arrow_schema(WORD_COUNT_SCHEMA)).parquet(vocabulary_uri)
               .groupBy("word").agg(F.sum("count").alias("count")).persist())
     try:
