@@ -11,9 +11,11 @@ table, joined back by id, so outputs are byte-identical whatever the partitionin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import posixpath
 import uuid
@@ -21,20 +23,27 @@ from collections import Counter
 
 import fsspec
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
 from jobs.common import (
     JobResult,
+    hash_bucketed_parts,
     input_hash,
     job_main,
+    map_parts,
+    part_name,
     read_upstream_documents,
     run_job,
     upstream_jobs,
     write_parquet_table,
+    write_part,
 )
+from jobs.dedup import rebatched
+from pipeline.commit import JobOutput
 from pipeline.config import BuildConfig, resolve_uri
 from pipeline.errors import UserError
 from pipeline.grading.base import GradeContext
@@ -69,8 +78,17 @@ def run(spark: SparkSession, cfg: BuildConfig, force: bool = False) -> JobResult
         digest = hashlib.sha256(f"{digest}\nmodel {model.fingerprint}".encode()).hexdigest()
     if cfg.grade.reference_model.enabled:  # so do the reference checkpoint's and tokenizer's
         digest = hashlib.sha256(f"{digest}\n{reference_fingerprint(cfg.grade.reference_model)}".encode()).hexdigest()
-    return run_job(cfg, JOB, digest, lambda tmp: grade(spark, cfg, read_upstream_documents(spark, cfg, JOB), tmp),
-                   force=force)
+    return run_job(cfg, JOB, digest, lambda tmp: _grade_upstream(spark, cfg, tmp), force=force)
+
+
+def _grade_upstream(spark: SparkSession, cfg: BuildConfig, tmp: str) -> Ledger:
+    """Part to part when the upstream table is laid out as write_parquet_table lays out ours (hash of id
+    into `output_files` files, each sorted by id), else through Spark with a shuffle: the same bytes."""
+    (upstream,) = upstream_jobs(cfg, JOB)
+    parts = hash_bucketed_parts(JobOutput(cfg.build.output, upstream).child("documents"), cfg.build.output_files)
+    if parts is None:  # laid out otherwise (written by hand, or by an older rnj)
+        return grade(spark, cfg, read_upstream_documents(spark, cfg, JOB), tmp)
+    return grade_parts(spark, cfg, parts, tmp)
 
 
 def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str) -> Ledger:
@@ -100,12 +118,203 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
             fs, path = fsspec.core.url_to_fs(vocabulary)
             if fs.exists(path):
                 fs.rm(path, recursive=True)
+    return _finish(spark, grade_cfg, tmp, ledger, common, classifier)
+
+
+def _finish(spark: SparkSession, cfg: GradeConfig, tmp: str, ledger: Ledger, common: frozenset[str] | None,
+            classifier: LinearClassifier | None) -> Ledger:
+    """The report of the written `tmp/documents`, and the ledger's extra figures."""
     written = spark.read.parquet(f"{tmp}/documents")
-    report = _report(written, grade_cfg, ledger, len(common or ()), classifier, _difficulty_model(grade_cfg))
+    report = _report(written, cfg, ledger, len(common or ()), classifier, _difficulty_model(cfg))
     with fsspec.open(posixpath.join(tmp, REPORT), "w") as f:
         f.write(json.dumps(report, indent=2, sort_keys=False) + "\n")
     ledger.extra = {"common_words": len(common or ())}
     return ledger
+
+
+# ------------------------------------------------------------------------------------ part to part
+
+TALLY_SCHEMA = pa.schema([("source", pa.string()), ("keep", pa.bool_()), ("reason", pa.string()),
+                          ("count", pa.int64())])
+RANKED_SCHEMA = pa.schema([("part", pa.int32()), ("id", pa.string()), ("domain", pa.string()),
+                           ("score", pa.float64())])
+"""What pass 2 returns to the driver: the hand-graded documents' (part, id, domain, score)."""
+RANK_SCHEMA = pa.schema([("id", pa.string()), ("rank_difficulty", pa.float64()), ("rank_tier", pa.int32())])
+WRITTEN_SCHEMA = pa.schema([("part", pa.int32()), ("rows", pa.int64())])
+
+
+def grade_parts(spark: SparkSession, cfg: BuildConfig, parts: list[str], tmp: str) -> Ledger:
+    """The job's body when upstream part i holds exactly the ids of our part i (same hash, same number of
+    files, sorted by id): three passes of one task per part and no shuffle of text. Pass 1 analyses part i,
+    keeps its kept rows in a scratch file and counts its prose words; pass 2 grades them with the corpus's
+    common words into another scratch file and returns the hand-graded (id, domain, score); the driver ranks
+    those as `_rank` does; pass 3 adds difficulty and tier and writes part i as write_parquet_table would:
+    the same rows, in the same order, in the same batches, so the same bytes."""
+    grade_cfg, files = cfg.grade, cfg.build.output_files
+    batch_rows = int(spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch", "10000"))
+    classifier = _train_classifier(grade_cfg)
+    vocabulary = posixpath.join(tmp, "_vocabulary") if grade_cfg.enabled and grade_cfg.difficulty.enabled else None
+    scratch = {name: posixpath.join(tmp, f"_{name}") for name in ("kept", "scored", "ranks")}
+    try:
+        analyse = _analyse_parts(grade_cfg, classifier, vocabulary, scratch["kept"], batch_rows)
+        ledger = _ledger_of(map_parts(spark, parts, analyse, TALLY_SCHEMA).toArrow().to_pylist())
+        common = _common_words(spark, vocabulary, grade_cfg) if vocabulary else None
+        context = GradeContext(common_words=common, markers=grade_cfg.difficulty.trace_markers)
+        model = _difficulty_model(grade_cfg)
+        kept = [posixpath.join(scratch["kept"], part_name(i)) for i in range(files)]
+        score = _grade_parts(grade_cfg, context, model.uri if model else None, scratch["scored"], batch_rows)
+        hand = map_parts(spark, kept, score, RANKED_SCHEMA).toArrow()
+        _write_ranks(hand, grade_cfg.difficulty.tiers, scratch["ranks"], files)
+        schema = _graded_arrow_schema(spark, grade_cfg)
+        scored = [posixpath.join(scratch["scored"], part_name(i)) for i in range(files)]
+        write = _write_parts(grade_cfg, scratch["ranks"], f"{tmp}/documents", schema, files, batch_rows)
+        map_parts(spark, scored, write, WRITTEN_SCHEMA).collect()
+    finally:
+        for uri in [vocabulary, *scratch.values()]:
+            if uri:
+                fs, path = fsspec.core.url_to_fs(uri)
+                if fs.exists(path):
+                    fs.rm(path, recursive=True)
+    return _finish(spark, grade_cfg, tmp, ledger, common, classifier)
+
+
+def _ledger_of(tallies: list[dict]) -> Ledger:
+    """The ledger from per-part (source, keep, reason, count) tallies, in `_count`'s order."""
+    totals: Counter = Counter()
+    for t in tallies:
+        totals[(t["source"], t["keep"], t["reason"])] += t["count"]
+    ledger = Ledger(job=JOB)
+    for (source, keep, reason), n in sorted(totals.items(), key=lambda kv: (kv[0][0], not kv[0][1], kv[0][2] or "")):
+        ledger.add(source, "written" if keep else "dropped", reason, n)
+    return ledger
+
+
+@contextlib.contextmanager
+def _scratch_writer(fs, path: str, schema: pa.Schema):
+    """An Arrow IPC stream file for rows that only this job reads back (no Parquet encoding to pay)."""
+    with fs.open(path, "wb") as f, pa.ipc.new_stream(f, schema) as out:
+        yield out
+
+
+def _scratch_batches(uri: str):
+    with fsspec.open(uri, "rb") as f:
+        yield from pa.ipc.open_stream(f)
+
+
+def _task_parts(tasks):
+    for task in tasks:
+        yield from zip(task.column("part").to_pylist(), task.column("uri").to_pylist())
+
+
+def _analyse_parts(cfg: GradeConfig, classifier: LinearClassifier | None, vocabulary_uri: str | None,
+                   kept_uri: str, batch_rows: int):
+    """Pass 1 (a map_parts function): upstream part in; its kept rows to `kept_uri`, its prose word counts to
+    `vocabulary_uri` (`_write_vocabulary`), its (source, keep, reason, count) tallies out."""
+
+    def analyse(tasks):
+        for part, uri in _task_parts(tasks):
+            vocabulary = Counter() if vocabulary_uri else None
+            tallies: Counter = Counter()
+            fs, path = fsspec.core.url_to_fs(kept_uri)
+            fs.makedirs(path, exist_ok=True)
+            with fsspec.open(uri, "rb") as f, \
+                    _scratch_writer(fs, posixpath.join(path, part_name(part)), ANALYSED_SCHEMA) as out:
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=batch_rows):
+                    analysed = analyse_batch(batch, cfg, classifier, vocabulary)
+                    for row in analysed.select(["source", "keep", "reason"]).to_pylist():
+                        tallies[(row["source"], row["keep"], row["reason"])] += 1
+                    out.write_batch(analysed.filter(analysed.column("keep")))
+            if vocabulary_uri:
+                _write_vocabulary(vocabulary_uri, vocabulary)
+            keys = sorted(tallies, key=lambda k: (k[0], not k[1], k[2] or ""))
+            yield pa.RecordBatch.from_pydict({"source": [k[0] for k in keys], "keep": [k[1] for k in keys],
+                                              "reason": [k[2] for k in keys], "count": [tallies[k] for k in keys]},
+                                             schema=TALLY_SCHEMA)
+
+    return analyse
+
+
+def _grade_parts(cfg: GradeConfig, context: GradeContext, model_uri: str | None, scored_uri: str, batch_rows: int):
+    """Pass 2 (a map_parts function): a part's kept rows in; graded to `scored_uri`; the hand-graded rows'
+    (part, id, domain, score) out, for the ranks."""
+    grade_batches = _grade(cfg, context, model_uri)
+
+    def grade_part(tasks):
+        for part, uri in _task_parts(tasks):
+            fs, path = fsspec.core.url_to_fs(scored_uri)
+            fs.makedirs(path, exist_ok=True)
+            with _scratch_writer(fs, posixpath.join(path, part_name(part)), SCORED_SCHEMA) as out:
+                for scored in grade_batches(rebatched(_scratch_batches(uri), ANALYSED_SCHEMA, batch_rows)):
+                    out.write_batch(scored)
+                    hand = scored.filter(scored.column("model_tier").is_null())
+                    yield pa.RecordBatch.from_arrays(
+                        [pa.array([part] * hand.num_rows, pa.int32()), hand.column("id"), hand.column("domain"),
+                         hand.column("score")], schema=RANKED_SCHEMA)
+
+    return grade_part
+
+
+def _write_ranks(hand: pa.Table, tiers: int, ranks_uri: str, files: int) -> None:
+    """`_rank`'s window on the driver: within each domain, in (score, id) order, row number r of n gives
+    difficulty (r - 0.5) / n and tier floor((r - 1) * tiers / n) (both in doubles, as Spark computes them).
+    Written per part, sorted by id, for pass 3."""
+    order = hand.sort_by([("domain", "ascending"), ("score", "ascending"), ("id", "ascending")])  # none is null
+    domains = order.column("domain").to_pylist()
+    counts = Counter(domains)
+    rank_of: dict[str, int] = {}
+    ranks, difficulty, tier = [], [], []
+    for domain in domains:
+        r = rank_of[domain] = rank_of.get(domain, 0) + 1
+        n = counts[domain]
+        ranks.append(r)
+        difficulty.append((r - 0.5) / n)
+        tier.append(int(math.floor((r - 1) * tiers / n)))
+    ranked = pa.table({"part": order.column("part"), "id": order.column("id"),
+                       "rank_difficulty": pa.array(difficulty, pa.float64()), "rank_tier": pa.array(tier, pa.int32())})
+    fs, path = fsspec.core.url_to_fs(ranks_uri)
+    fs.makedirs(path, exist_ok=True)
+    for part in range(files):
+        rows = ranked.filter(pc.equal(ranked.column("part"), part)).select(RANK_SCHEMA.names).sort_by("id")
+        with fs.open(posixpath.join(path, part_name(part)), "wb") as f:
+            pq.write_table(rows.cast(RANK_SCHEMA), f)
+
+
+def _graded_arrow_schema(spark: SparkSession, cfg: GradeConfig) -> pa.Schema:
+    """The Arrow schema write_parquet_table gives the shuffled path's table (Spark's types and nullability),
+    from the same plan over no rows."""
+    empty = spark.createDataFrame([], from_arrow_schema(SCORED_SCHEMA))
+    return to_arrow_schema(_rank(empty, cfg).select(*GRADED_COLUMNS).schema)
+
+
+def _write_parts(cfg: GradeConfig, ranks_uri: str, out_uri: str, schema: pa.Schema, files: int, batch_rows: int):
+    """Pass 3 (a map_parts function): a part's graded rows in; difficulty and tier added as `_rank` adds them;
+    written as part i of write_parquet_table's layout, in Spark's batches (Parquet pages follow them)."""
+    grading = cfg.enabled and cfg.difficulty.enabled
+
+    def write(tasks):
+        for part, uri in _task_parts(tasks):
+            with fsspec.open(posixpath.join(ranks_uri, part_name(part)), "rb") as f:
+                ranks = {name: column.combine_chunks() for name, column in zip(RANK_SCHEMA.names, pq.read_table(f).columns)}
+
+            def graded(batches):
+                for batch in batches:
+                    if grading:
+                        at = pc.index_in(batch.column("id"), value_set=ranks["id"])
+                        difficulty = pc.coalesce(batch.column("model_difficulty"), ranks["rank_difficulty"].take(at))
+                        tier = pc.coalesce(batch.column("model_tier"), ranks["rank_tier"].take(at))
+                    else:
+                        difficulty = pa.array([0.0] * batch.num_rows, pa.float64())
+                        tier = pa.array([0] * batch.num_rows, pa.int32())
+                    columns = {"difficulty": difficulty, "tier": tier}
+                    yield pa.RecordBatch.from_arrays(
+                        [columns[n] if n in columns else batch.column(n) for n in schema.names],
+                        names=list(schema.names)).cast(schema)
+
+            rows = write_part(out_uri, part, schema, rebatched(graded(_scratch_batches(uri)), schema, batch_rows),
+                              "id", files)
+            yield pa.RecordBatch.from_pydict({"part": [part], "rows": [rows]}, schema=WRITTEN_SCHEMA)
+
+    return write
 
 
 def _with_model_resolved(cfg: BuildConfig) -> BuildConfig:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import jobs.grade as grade_job
+from jobs.common import write_parquet_table
 from pipeline.commit import JobOutput
 from pipeline.config import IngestConfig, SourceConfig, parse_build
 from pipeline.documents import DOCUMENT_COLUMNS, documents_table
@@ -94,6 +95,17 @@ def commit_fake_dedup(output: str, rows: list[dict], files: int) -> None:
     for i in range(files):
         part = rows[i::files]
         pq.write_table(documents_table(part), tmp / "documents" / f"part-{i:05d}.parquet")
+    ledger = Ledger(job="dedup")
+    ledger.add("all", "written", None, len(rows))
+    job.commit(tmp_uri, "fake-dedup", ledger)
+
+
+def commit_laid_out_dedup(spark, output: str, rows: list[dict], files: int) -> None:
+    """Commit `rows` as job "dedup" laid out as the jobs write their tables (write_parquet_table: hash of id
+    into `files` files, each sorted by id), so that the grade job can map part to part."""
+    job = JobOutput(output, "dedup")
+    tmp_uri = job.begin()
+    write_parquet_table(spark.createDataFrame(documents_table(rows)), f"{tmp_uri}/documents", files)
     ledger = Ledger(job="dedup")
     ledger.add("all", "written", None, len(rows))
     job.commit(tmp_uri, "fake-dedup", ledger)
@@ -200,6 +212,24 @@ def test_deterministic_across_input_partitions(spark, graded, upstream, tmp_path
         assert (graded.out / "documents" / name).read_bytes() == (single.out / "documents" / name).read_bytes()
     assert (graded.out / "report.json").read_bytes() == (single.out / "report.json").read_bytes()
     assert grade_job.run(spark, single.cfg).skipped  # committed with the same inputs: nothing to do
+
+
+def test_part_to_part_writes_the_bytes_of_the_shuffled_path(spark, graded, upstream, tmp_path, monkeypatch):
+    cfg = build_config(tmp_path)
+    commit_laid_out_dedup(spark, cfg.build.output, upstream, cfg.build.output_files)
+    mapped = []
+    grade_parts = grade_job.grade_parts
+    monkeypatch.setattr(grade_job, "grade_parts", lambda *args: mapped.append(args) or grade_parts(*args))
+    result = grade_job.run(spark, cfg)
+    assert mapped, "the laid-out upstream did not take the part-to-part path"
+    out = Path(fsspec.core.url_to_fs(result.uri)[1])
+    names = sorted(p.name for p in (out / "documents").iterdir())
+    assert names == sorted(p.name for p in (graded.out / "documents").iterdir())
+    for name in names:
+        assert (out / "documents" / name).read_bytes() == (graded.out / "documents" / name).read_bytes(), name
+    assert (out / "report.json").read_bytes() == (graded.out / "report.json").read_bytes()
+    assert result.ledger.to_json() == graded.result.ledger.to_json()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in graded.out.iterdir())
 
 
 def test_flag_mode_keeps_failing_documents_and_reports_them(spark, upstream, tmp_path):
