@@ -158,7 +158,7 @@ def grade_parts(spark: SparkSession, cfg: BuildConfig, parts: list[str], tmp: st
     try:
         analyse = _analyse_parts(grade_cfg, classifier, vocabulary, scratch["kept"], batch_rows)
         ledger = _ledger_of(map_parts(spark, parts, analyse, TALLY_SCHEMA).toArrow().to_pylist())
-        common = _common_words(spark, vocabulary, grade_cfg) if vocabulary else None
+        common = _common_words_on_driver(spark, vocabulary, grade_cfg) if vocabulary else None
         context = GradeContext(common_words=common, markers=grade_cfg.difficulty.trace_markers)
         model = _difficulty_model(grade_cfg)
         kept = [posixpath.join(scratch["kept"], part_name(i)) for i in range(files)]
@@ -411,11 +411,40 @@ def _common_words(spark: SparkSession, vocabulary_uri: str, cfg: GradeConfig) ->
     counts = (spark.read.schema(from_arrow_schema(WORD_COUNT_SCHEMA)).parquet(vocabulary_uri)
               .groupBy("word").agg(F.sum("count").alias("count")).persist())
     try:
-        total = counts.agg(F.sum("count")).first()[0] or 0
-        floor = max(cfg.difficulty.rare_word_min_count, cfg.difficulty.rare_word_per_million * total / 1e6)
+        floor = _common_floor(counts.agg(F.sum("count")).first()[0] or 0, cfg)
         return frozenset(r["word"] for r in counts.where(F.col("count") >= floor).select("word").collect())
     finally:
         counts.unpersist()
+
+
+def _common_floor(total: int, cfg: GradeConfig) -> float:
+    """The least count of a common word among `total` counted words."""
+    return max(cfg.difficulty.rare_word_min_count, cfg.difficulty.rare_word_per_million * total / 1e6)
+
+
+DRIVER_VOCABULARY_BYTES = 256 << 20
+"""Up to this many bytes of per-part word counts, the driver sums them itself (no Spark job); beyond, Spark."""
+
+
+def _common_words_on_driver(spark: SparkSession, vocabulary_uri: str, cfg: GradeConfig) -> frozenset[str]:
+    """`_common_words` summed with pyarrow on the driver when the per-part counts are small (the same set:
+    integer sums, and the same comparison of a count with the floor, in doubles)."""
+    fs, path = fsspec.core.url_to_fs(vocabulary_uri)
+    if not fs.exists(path):
+        return frozenset()
+    files = [f for f in fs.ls(path, detail=True)
+             if f["name"].endswith(".parquet") and not posixpath.basename(f["name"]).startswith((".", "_"))]
+    if sum(f["size"] for f in files) > DRIVER_VOCABULARY_BYTES:
+        return _common_words(spark, vocabulary_uri, cfg)
+    tables = []
+    for f in files:
+        with fs.open(f["name"], "rb") as handle:
+            tables.append(pq.read_table(handle).cast(WORD_COUNT_SCHEMA))
+    if not tables:
+        return frozenset()
+    counts = pa.concat_tables(tables).group_by("word").aggregate([("count", "sum")])
+    floor = _common_floor(pc.sum(counts.column("count_sum")).as_py() or 0, cfg)
+    return frozenset(counts.filter(pc.greater_equal(counts.column("count_sum"), floor)).column("word").to_pylist())
 
 
 def _rank(scored: DataFrame, cfg: GradeConfig) -> DataFrame:
