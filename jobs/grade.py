@@ -122,10 +122,11 @@ def grade(spark: SparkSession, cfg: BuildConfig, documents: DataFrame, tmp: str)
 
 
 def _finish(spark: SparkSession, cfg: GradeConfig, tmp: str, ledger: Ledger, common: frozenset[str] | None,
-            classifier: LinearClassifier | None) -> Ledger:
-    """The report of the written `tmp/documents`, and the ledger's extra figures."""
+            classifier: LinearClassifier | None, groups: list[dict] | None = None) -> Ledger:
+    """The report of the written `tmp/documents` (its first aggregation given as `groups` when the writer
+    tallied it), and the ledger's extra figures."""
     written = spark.read.parquet(f"{tmp}/documents")
-    report = _report(written, cfg, ledger, len(common or ()), classifier, _difficulty_model(cfg))
+    report = _report(written, cfg, ledger, len(common or ()), classifier, _difficulty_model(cfg), groups)
     with fsspec.open(posixpath.join(tmp, REPORT), "w") as f:
         f.write(json.dumps(report, indent=2, sort_keys=False) + "\n")
     ledger.extra = {"common_words": len(common or ())}
@@ -140,7 +141,6 @@ RANKED_SCHEMA = pa.schema([("part", pa.int32()), ("id", pa.string()), ("domain",
                            ("score", pa.float64())])
 """What pass 2 returns to the driver: the hand-graded documents' (part, id, domain, score)."""
 RANK_SCHEMA = pa.schema([("id", pa.string()), ("rank_difficulty", pa.float64()), ("rank_tier", pa.int32())])
-WRITTEN_SCHEMA = pa.schema([("part", pa.int32()), ("rows", pa.int64())])
 
 
 def grade_parts(spark: SparkSession, cfg: BuildConfig, parts: list[str], tmp: str) -> Ledger:
@@ -168,14 +168,14 @@ def grade_parts(spark: SparkSession, cfg: BuildConfig, parts: list[str], tmp: st
         schema = _graded_arrow_schema(spark, grade_cfg)
         scored = [posixpath.join(scratch["scored"], part_name(i)) for i in range(files)]
         write = _write_parts(grade_cfg, scratch["ranks"], f"{tmp}/documents", schema, files, batch_rows)
-        map_parts(spark, scored, write, WRITTEN_SCHEMA).collect()
+        groups = _merged_groups(map_parts(spark, scored, write, REPORT_GROUPS_SCHEMA).toArrow().to_pylist())
     finally:
         for uri in [vocabulary, *scratch.values()]:
             if uri:
                 fs, path = fsspec.core.url_to_fs(uri)
                 if fs.exists(path):
                     fs.rm(path, recursive=True)
-    return _finish(spark, grade_cfg, tmp, ledger, common, classifier)
+    return _finish(spark, grade_cfg, tmp, ledger, common, classifier, groups)
 
 
 def _ledger_of(tallies: list[dict]) -> Ledger:
@@ -310,11 +310,76 @@ def _write_parts(cfg: GradeConfig, ranks_uri: str, out_uri: str, schema: pa.Sche
                         [columns[n] if n in columns else batch.column(n) for n in schema.names],
                         names=list(schema.names)).cast(schema)
 
-            rows = write_part(out_uri, part, schema, rebatched(graded(_scratch_batches(uri)), schema, batch_rows),
-                              "id", files)
-            yield pa.RecordBatch.from_pydict({"part": [part], "rows": [rows]}, schema=WRITTEN_SCHEMA)
+            groups: dict[tuple, list] = {}
+            write_part(out_uri, part, schema,
+                       _tallied(rebatched(graded(_scratch_batches(uri)), schema, batch_rows), groups), "id", files)
+            yield _groups_batch(groups)
 
     return write
+
+
+REPORT_GROUP_KEYS = ("domain", "tier", "domain_by", "bin")
+REPORT_GROUPS_SCHEMA = pa.schema([("domain", pa.string()), ("tier", pa.int32()), ("domain_by", pa.string()),
+                                  ("bin", pa.int32()), ("documents", pa.int64()), ("bytes", pa.int64()),
+                                  ("score_min", pa.float64()), ("score_max", pa.float64())])
+"""`_report`'s first aggregation of the written rows, tallied by pass 3 as it writes them (no re-read of the
+texts): per (domain, tier, domain_by, difficulty bin), documents, UTF-8 bytes and the least and greatest score."""
+
+
+def _tallied(batches, groups: dict[tuple, list]):
+    """`batches` passed through, their rows tallied into `groups` (key -> [documents, bytes, min, max]) with
+    Spark's arithmetic: bin = least(floor(difficulty * bins), bins - 1); null scores ignored; NaN the greatest."""
+    bins = len(DIFFICULTY_BINS) - 1
+    for batch in batches:
+        keys = zip(*(batch.column(n).to_pylist() for n in ("domain", "tier", "domain_by")),
+                   (min(math.floor(d * bins), bins - 1) for d in batch.column("difficulty").to_pylist()))
+        sizes = pc.binary_length(batch.column("text")).to_pylist()
+        scores = pc.map_lookup(batch.column("grade_features"), "score", "first").to_pylist()
+        for key, size, score in zip(keys, sizes, scores):
+            group = groups.setdefault(key, [0, 0, None, None])
+            group[0] += 1
+            group[1] += size or 0
+            group[2] = _spark_min(group[2], score)
+            group[3] = _spark_max(group[3], score)
+        yield batch
+
+
+def _spark_min(a: float | None, b: float | None) -> float | None:
+    if a is None or (b is not None and math.isnan(a)):
+        return b
+    if b is None or math.isnan(b):
+        return a
+    return b if b < a else a
+
+
+def _spark_max(a: float | None, b: float | None) -> float | None:
+    if a is None or (b is not None and math.isnan(b)):
+        return b
+    if b is None or math.isnan(a):
+        return a
+    return b if b > a else a
+
+
+def _groups_batch(groups: dict[tuple, list]) -> pa.RecordBatch:
+    rows = [dict(zip(REPORT_GROUP_KEYS, key), documents=v[0], bytes=v[1], score_min=v[2], score_max=v[3])
+            for key, v in groups.items()]
+    return pa.RecordBatch.from_pylist(rows, schema=REPORT_GROUPS_SCHEMA)
+
+
+def _merged_groups(rows: list[dict]) -> list[dict]:
+    """The per-part groups of pass 3 summed over parts, as `_report`'s aggregation gives them."""
+    merged: dict[tuple, dict] = {}
+    for row in rows:
+        key = tuple(row[k] for k in REPORT_GROUP_KEYS)
+        if key not in merged:
+            merged[key] = dict(row)
+            continue
+        group = merged[key]
+        group["documents"] += row["documents"]
+        group["bytes"] += row["bytes"]
+        group["score_min"] = _spark_min(group["score_min"], row["score_min"])
+        group["score_max"] = _spark_max(group["score_max"], row["score_max"])
+    return list(merged.values())
 
 
 def _with_model_resolved(cfg: BuildConfig) -> BuildConfig:
@@ -469,14 +534,9 @@ def _rank(scored: DataFrame, cfg: GradeConfig) -> DataFrame:
 
 
 def _report(written: DataFrame, cfg: GradeConfig, ledger: Ledger, common_words: int,
-            classifier: LinearClassifier | None, model: DifficultyModel | None) -> dict:
-    score = F.col("grade_features")["score"]
-    bins = len(DIFFICULTY_BINS) - 1
-    difficulty_bin = F.least(F.floor(F.col("difficulty") * bins), F.lit(bins - 1)).cast("int")
-    groups = (written.groupBy("domain", "tier", "domain_by", difficulty_bin.alias("bin"))
-              .agg(F.count(F.lit(1)).alias("documents"), F.sum(F.octet_length("text")).alias("bytes"),
-                   F.min(score).alias("score_min"), F.max(score).alias("score_max")).collect())
-    groups = [r.asDict() for r in groups]
+            classifier: LinearClassifier | None, model: DifficultyModel | None, groups: list[dict] | None = None) -> dict:
+    if groups is None:
+        groups = _report_groups(written)
     tier_rows, decider_rows = _tiers_and_deciders(groups)
     features = written.select("domain", F.explode("grade_features").alias("feature", "value"))
     feature_rows = (features.groupBy("domain", "feature")
@@ -507,6 +567,17 @@ def _report(written: DataFrame, cfg: GradeConfig, ledger: Ledger, common_words: 
                         for g in groups],
         model=model,
     )
+
+
+def _report_groups(written: DataFrame) -> list[dict]:
+    """Per (domain, tier, domain_by, difficulty bin): documents, UTF-8 bytes, least and greatest score."""
+    score = F.col("grade_features")["score"]
+    bins = len(DIFFICULTY_BINS) - 1
+    difficulty_bin = F.least(F.floor(F.col("difficulty") * bins), F.lit(bins - 1)).cast("int")
+    groups = (written.groupBy("domain", "tier", "domain_by", difficulty_bin.alias("bin"))
+              .agg(F.count(F.lit(1)).alias("documents"), F.sum(F.octet_length("text")).alias("bytes"),
+                   F.min(score).alias("score_min"), F.max(score).alias("score_max")).collect())
+    return [r.asDict() for r in groups]
 
 
 def _tiers_and_deciders(groups: list[dict]) -> tuple[list[dict], list[dict]]:
