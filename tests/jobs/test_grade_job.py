@@ -117,9 +117,14 @@ def build_config(root: Path, extra: str = ""):
     return parse_build(text, str(root / "build.toml"))
 
 
-def run_grade(spark, root: Path, rows: list[dict], files: int, extra: str = ""):
+def run_grade(spark, root: Path, rows: list[dict], files: int, extra: str = "", laid_out: bool = False):
+    """Grade `rows` committed as dedup's output in `files` plain files, or (`laid_out`) as the jobs lay out
+    their tables, which the grade job maps part to part."""
     cfg = build_config(root, extra)
-    commit_fake_dedup(cfg.build.output, rows, files)
+    if laid_out:
+        commit_laid_out_dedup(spark, cfg.build.output, rows, cfg.build.output_files)
+    else:
+        commit_fake_dedup(cfg.build.output, rows, files)
     result = grade_job.run(spark, cfg)
     out = Path(fsspec.core.url_to_fs(JobOutput(cfg.build.output, "grade").uri)[1])
     return SimpleNamespace(cfg=cfg, result=result, out=out,
@@ -256,7 +261,8 @@ def test_model_tiers_do_not_depend_on_the_rest_of_the_build(spark, upstream, tmp
     extra += [{**r, "id": f"extra/{r['id']}", "text": r["text"] + "\n\nCheck: substitute back and simplify."}
               for r in core if r["source"] == "math"]
     small = run_grade(spark, tmp_path / "a", core, files=1, extra=MODEL)
-    large = run_grade(spark, tmp_path / "b", sorted(core + extra, key=lambda r: r["id"]), files=2, extra=MODEL)
+    large = run_grade(spark, tmp_path / "b", sorted(core + extra, key=lambda r: r["id"]), files=2, extra=MODEL,
+                      laid_out=True)  # part to part: the model's tiers through that path too
     graded = {r["id"]: (r["difficulty"], r["tier"]) for r in small.rows}
     assert len(graded) >= 60 and {r["domain"] for r in small.rows} == {"math", "code"}
     assert {i: v for i, v in ((r["id"], (r["difficulty"], r["tier"])) for r in large.rows) if i in graded} == graded
