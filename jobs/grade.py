@@ -262,15 +262,15 @@ def _write_ranks(hand: pa.Table, tiers: int, ranks_uri: str, files: int) -> None
     domains = order.column("domain").to_pylist()
     counts = Counter(domains)
     rank_of: dict[str, int] = {}
-    ranks, difficulty, tier = [], [], []
+    difficulty, tier = [], []
     for domain in domains:
         r = rank_of[domain] = rank_of.get(domain, 0) + 1
         n = counts[domain]
-        ranks.append(r)
         difficulty.append((r - 0.5) / n)
-        tier.append(int(math.floor((r - 1) * tiers / n)))
+        tier.append(math.floor((r - 1) * tiers / n))
     ranked = pa.table({"part": order.column("part"), "id": order.column("id"),
-                       "rank_difficulty": pa.array(difficulty, pa.float64()), "rank_tier": pa.array(tier, pa.int32())})
+                       "rank_difficulty": pa.array(difficulty, pa.float64()),
+                       "rank_tier": pa.array(tier, pa.int32())})
     fs, path = fsspec.core.url_to_fs(ranks_uri)
     fs.makedirs(path, exist_ok=True)
     for part in range(files):
@@ -294,28 +294,30 @@ def _write_parts(cfg: GradeConfig, ranks_uri: str, out_uri: str, schema: pa.Sche
     def write(tasks):
         for part, uri in _task_parts(tasks):
             with fsspec.open(posixpath.join(ranks_uri, part_name(part)), "rb") as f:
-                ranks = {name: column.combine_chunks() for name, column in zip(RANK_SCHEMA.names, pq.read_table(f).columns)}
-
-            def graded(batches):
-                for batch in batches:
-                    if grading:
-                        at = pc.index_in(batch.column("id"), value_set=ranks["id"])
-                        difficulty = pc.coalesce(batch.column("model_difficulty"), ranks["rank_difficulty"].take(at))
-                        tier = pc.coalesce(batch.column("model_tier"), ranks["rank_tier"].take(at))
-                    else:
-                        difficulty = pa.array([0.0] * batch.num_rows, pa.float64())
-                        tier = pa.array([0] * batch.num_rows, pa.int32())
-                    columns = {"difficulty": difficulty, "tier": tier}
-                    yield pa.RecordBatch.from_arrays(
-                        [columns[n] if n in columns else batch.column(n) for n in schema.names],
-                        names=list(schema.names)).cast(schema)
-
+                ranks = pq.read_table(f)
+            graded = _with_difficulty(_scratch_batches(uri), ranks, grading, schema)
             groups: dict[tuple, list] = {}
-            write_part(out_uri, part, schema,
-                       _tallied(rebatched(graded(_scratch_batches(uri)), schema, batch_rows), groups), "id", files)
+            write_part(out_uri, part, schema, _tallied(rebatched(graded, schema, batch_rows), groups), "id", files)
             yield _groups_batch(groups)
 
     return write
+
+
+def _with_difficulty(batches, ranks: pa.Table, grading: bool, schema: pa.Schema):
+    """Graded batches with `_rank`'s difficulty and tier (the model's, else the part's `ranks` by id; 0 when
+    grading is off), in `schema`'s columns and types."""
+    ids, rank_difficulty, rank_tier = (ranks.column(n).combine_chunks() for n in RANK_SCHEMA.names)
+    for batch in batches:
+        if grading:
+            at = pc.index_in(batch.column("id"), value_set=ids)
+            difficulty = pc.coalesce(batch.column("model_difficulty"), rank_difficulty.take(at))
+            tier = pc.coalesce(batch.column("model_tier"), rank_tier.take(at))
+        else:
+            difficulty = pa.array([0.0] * batch.num_rows, pa.float64())
+            tier = pa.array([0] * batch.num_rows, pa.int32())
+        added = {"difficulty": difficulty, "tier": tier}
+        yield pa.RecordBatch.from_arrays([added[n] if n in added else batch.column(n) for n in schema.names],
+                                         names=list(schema.names)).cast(schema)
 
 
 REPORT_GROUP_KEYS = ("domain", "tier", "domain_by", "bin")
@@ -349,7 +351,7 @@ def _spark_min(a: float | None, b: float | None) -> float | None:
         return b
     if b is None or math.isnan(b):
         return a
-    return b if b < a else a
+    return min(a, b)
 
 
 def _spark_max(a: float | None, b: float | None) -> float | None:
@@ -357,7 +359,7 @@ def _spark_max(a: float | None, b: float | None) -> float | None:
         return b
     if b is None or math.isnan(a):
         return a
-    return b if b > a else a
+    return max(a, b)
 
 
 def _groups_batch(groups: dict[tuple, list]) -> pa.RecordBatch:
@@ -534,7 +536,8 @@ def _rank(scored: DataFrame, cfg: GradeConfig) -> DataFrame:
 
 
 def _report(written: DataFrame, cfg: GradeConfig, ledger: Ledger, common_words: int,
-            classifier: LinearClassifier | None, model: DifficultyModel | None, groups: list[dict] | None = None) -> dict:
+            classifier: LinearClassifier | None, model: DifficultyModel | None,
+            groups: list[dict] | None = None) -> dict:
     if groups is None:
         groups = _report_groups(written)
     tier_rows, decider_rows = _tiers_and_deciders(groups)
