@@ -23,13 +23,16 @@ _ENCODED_CHUNK = re.compile(r"[A-Za-z0-9+/=]{32,}")
 _NOT_ALNUM_ASCII = bytes(b for b in range(128) if not chr(b).isalnum())
 _CHUNK_GAP = re.compile(r"""["'\s\\+,]*""")
 _ENCODED_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
-_NOT_ENCODED_ASCII = {code: " " for code in range(128) if chr(code) not in _ENCODED_CHARACTERS}
+_CHUNK_BYTES = bytes(ord("a") if chr(code) in _ENCODED_CHARACTERS else ord(" ") for code in range(256))
+"""Byte table turning each chunk character into `a` and every other byte into a space: a text has a run of 32
+chunk characters exactly when its table image holds 32 `a`s in a row (one substring search in C)."""
+_CHUNK_RUN = b"a" * 32
 
 
 def longest_encoded_run(text: str) -> int:
     """Characters in the longest base64/hex run, where chunks of 32+ such characters joined only by quotes,
     line breaks, indentation or `+` (a blob split over string literals and lines) count as one run."""
-    if text.isascii() and max(map(len, text.translate(_NOT_ENCODED_ASCII).split()), default=0) < 32:
+    if text.isascii() and _CHUNK_RUN not in text.encode("ascii").translate(_CHUNK_BYTES):
         return 0  # no run of 32 chunk characters: no chunk (the usual case, told without the regex's retries)
     longest = current = 0
     previous_end = None

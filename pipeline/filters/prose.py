@@ -22,28 +22,26 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
     """Every signal the prose rules read, by name (all finite floats). With `math_aware`, formulas (and with
     `numbers` also lone numbers) are masked as one word each first."""
     masked, formulas = mask_math(text, numbers) if math_aware else (text, 0)
-    tokens = words(masked)
+    n_words, word_chars, alpha_tokens, stop_words = token_counts(masked)
     all_lines = lines(masked)
-    is_ascii = masked.isascii()
     signals = {
-        "words": float(len(tokens)),
+        "words": float(n_words),
         "formulas": float(formulas),
-        "mean_word_length": ratio(sum(map(len, tokens)), len(tokens)),
-        "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), len(tokens)),
-        "alpha_word_fraction": ratio(_alpha_tokens(masked, tokens, is_ascii), len(tokens)),
-        "stop_words": float(len(STOP_WORDS.intersection(
-            masked.lower().split() if is_ascii else [t.lower() for t in tokens]))),
+        "mean_word_length": ratio(word_chars, n_words),
+        "symbol_word_ratio": ratio(sum(masked.count(s) for s in ("#", *ELLIPSES)), n_words),
+        "alpha_word_fraction": ratio(alpha_tokens, n_words),
+        "stop_words": float(stop_words),
         "bullet_line_fraction": ratio(sum([ln.startswith(BULLETS) for ln in all_lines]), len(all_lines)),
         "ellipsis_line_fraction": ratio(sum([ln.endswith(ELLIPSES) for ln in all_lines]), len(all_lines)),
         "line_punct_fraction": ratio(sum([ln.endswith(TERMINAL) for ln in all_lines]), len(all_lines)),
         "short_line_fraction": ratio(sum([len(ln) < cfg.short_line_chars for ln in all_lines]), len(all_lines)),
-        "newline_word_ratio": ratio(masked.count("\n"), len(tokens)),
+        "newline_word_ratio": ratio(masked.count("\n"), n_words),
         "lorem_ipsum": float("lorem ipsum" in text.lower()),
     }
     signals.update(_duplication(all_lines, "line"))
     signals.update(_duplication(paragraphs(masked), "paragraph"))
     # Masked formulas are not repeated words: two different formulas must not make a repeated n-gram.
-    lowered = [t for t in alpha_words(masked) if not (formulas and t == FORMULA_WORD)]
+    lowered = [t for t in alpha_words(masked) if t != FORMULA_WORD] if formulas else alpha_words(masked)
     top_ns = sorted(cfg.max_top_ngram_fraction, key=int)
     dup_ns = sorted(cfg.max_dup_ngram_fraction, key=int)
     top, dup = ngram_fractions(*word_ranks(lowered), _ns(top_ns), _ns(dup_ns))
@@ -57,10 +55,11 @@ def prose_signals(text: str, cfg: ProseFilterConfig, math_aware: bool, numbers: 
 def word_ranks(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """(each token's rank among the sorted distinct tokens, each token's length), int64: the input of
     `kernels.ngram_fractions`, where comparing ranks compares the words."""
-    rank = {word: i for i, word in enumerate(sorted(set(tokens)))}
-    count = len(tokens)
-    return (np.fromiter(map(rank.__getitem__, tokens), dtype=np.int64, count=count),
-            np.fromiter(map(len, tokens), dtype=np.int64, count=count))
+    distinct = sorted(set(tokens))
+    rank = dict(zip(distinct, range(len(distinct))))
+    ranks = np.fromiter(map(rank.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    # each distinct word's length, looked up by rank: the same integers as len() of every token
+    return ranks, np.fromiter(map(len, distinct), dtype=np.int64, count=len(distinct))[ranks]
 
 
 def _ns(keys: list[str]) -> np.ndarray:
@@ -97,19 +96,40 @@ def prose_failures(signals: dict[str, float], cfg: ProseFilterConfig) -> list[st
     return [name for name, failed in checks if failed]
 
 
-# For ASCII text: the control characters str.split() counts as whitespace become spaces (bytes.split() only
-# knows the other six), and every byte that is neither a letter nor whitespace is deleted.
-_FS_TO_SPACE = bytes(range(256)).replace(b"\x1c\x1d\x1e\x1f", b"    ")
-_NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and not chr(b).isspace())
+def token_counts(text: str) -> tuple[int, int, int, int]:
+    """Of the whitespace-separated tokens of `text` (`words(text)`): how many, their characters, how many hold a
+    letter, and how many distinct stop words they are (lower-cased)."""
+    if text.isascii():
+        return _ascii_token_counts(text)
+    tokens = words(text)
+    return (len(tokens), sum(map(len, tokens)), sum(1 for t in tokens if any(c.isalpha() for c in t)),
+            len(STOP_WORDS.intersection(map(str.lower, tokens))))
 
 
-def _alpha_tokens(text: str, tokens: list[str], is_ascii: bool) -> int:
-    """How many of `tokens` (the whitespace-separated tokens of `text`) hold a letter. In ASCII text, deleting
-    every other non-space character leaves exactly those tokens (shortened), which C counts; otherwise
-    each character is asked."""
-    if is_ascii:
-        return len(text.encode("ascii").translate(_FS_TO_SPACE, _NOT_LETTER_OR_SPACE).split())
-    return sum(1 for t in tokens if any(c.isalpha() for c in t))
+# Byte tables for ASCII text, where str.split()'s whitespace is the bytes for which chr(b).isspace():
+# `_TOKEN_MARKS` turns whitespace into spaces and everything else into `a` (with the bytes of
+# `_NOT_LETTER_OR_SPACE` deleted first, `a` is left for letters only); `_LOWER_SPACED` lowers the letters and
+# turns whitespace into spaces.
+_ASCII_SPACE = frozenset(b for b in range(128) if chr(b).isspace())
+_TOKEN_MARKS = bytes(32 if b in _ASCII_SPACE else 97 for b in range(256))
+_NOT_LETTER_OR_SPACE = bytes(b for b in range(128) if not chr(b).isalpha() and b not in _ASCII_SPACE)
+_LOWER_SPACED = bytes(32 if b in _ASCII_SPACE else b + 32 if 65 <= b <= 90 else b for b in range(256))
+_PADDED_STOP_WORDS = tuple(f" {w} ".encode("ascii") for w in sorted(STOP_WORDS))
+
+
+def _ascii_token_counts(text: str) -> tuple[int, int, int, int]:
+    """`token_counts` of ASCII text without making the tokens: a token starts at each `a` after a space (or
+    at the start) of the two-symbol image, its characters are the non-spaces, a token holds a letter when it
+    is still there once the non-letters are deleted, and a stop word is a token when it occurs between
+    spaces in the lowered, space-padded text."""
+    raw = text.encode("ascii")
+    marks = raw.translate(_TOKEN_MARKS)
+    tokens = marks.count(b" a") + marks.startswith(b"a")
+    letters = raw.translate(_TOKEN_MARKS, _NOT_LETTER_OR_SPACE)
+    alpha_tokens = letters.count(b" a") + letters.startswith(b"a")
+    padded = b" " + raw.translate(_LOWER_SPACED) + b" "
+    stop_words = sum(1 for word in _PADDED_STOP_WORDS if word in padded)
+    return tokens, len(raw) - marks.count(b" "), alpha_tokens, stop_words
 
 
 def _duplication(items: list[str], unit: str) -> dict[str, float]:
@@ -123,7 +143,7 @@ def _duplication(items: list[str], unit: str) -> dict[str, float]:
         seen.add(item)
     return {
         f"dup_{unit}_fraction": ratio(dup_items, len(items)),
-        f"dup_{unit}_char_fraction": ratio(dup_chars, sum(len(i) for i in items)),
+        f"dup_{unit}_char_fraction": ratio(dup_chars, sum(map(len, items))),
     }
 
 

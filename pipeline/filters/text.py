@@ -92,9 +92,30 @@ def alpha_words(text: str) -> list[str]:
 def _alpha_words(text: str) -> tuple[str, ...]:
     """Cached for the last few texts: the domain scorer, the prose filters and the prose grader each read the
     words of the same masked document, one after the other."""
-    if text.isascii():  # lower-casing ASCII maps letters to letters one for one: the same words, lowered once
-        return tuple(_ASCII_LOWER_WORD.findall(text.lower()))
-    return tuple(w.lower() for w in _ALPHA_WORD.findall(text))
+    if text.isascii():
+        return _ascii_alpha_words(text)
+    return tuple(map(str.lower, _ALPHA_WORD.findall(text)))
+
+
+# ASCII letters lowered, the apostrophe kept, every other byte a space.
+_LOWER_LETTER_OR_QUOTE = bytes(b + 32 if 65 <= b <= 90 else b if 97 <= b <= 122 or b == 39 else 32 for b in range(256))
+
+
+def _ascii_alpha_words(text: str) -> tuple[str, ...]:
+    """`alpha_words` of ASCII text: the matches of `_ASCII_LOWER_WORD` in the lowered text. Every character
+    outside a-z and the apostrophe separates words, so after turning those into spaces (and lowering the
+    letters) in C, the words are the whitespace-separated tokens; only tokens holding an apostrophe (where
+    the pattern allows one inner apostrophe) need the pattern."""
+    cleaned = text.encode("ascii").translate(_LOWER_LETTER_OR_QUOTE).decode("ascii")
+    if "'" not in cleaned:
+        return tuple(cleaned.split())
+    found: list[str] = []
+    for token in cleaned.split():
+        if "'" in token:
+            found += _ASCII_LOWER_WORD.findall(token)
+        else:
+            found.append(token)
+    return tuple(found)
 
 
 def lines(text: str) -> list[str]:
@@ -136,6 +157,26 @@ def ratio(part: float, whole: float) -> float:
 
 
 @functools.lru_cache(maxsize=8)
+def _not_brackets(brackets: str) -> bytes:
+    """Every byte but the (ASCII) `brackets`: what `bytes.translate` deletes to leave the brackets alone."""
+    keep = set(brackets.encode("ascii"))
+    return bytes(b for b in range(256) if b not in keep)
+
+
+def _loop_depth(brackets: bytes, opening: frozenset[int]) -> int:
+    """Deepest nesting over a string of brackets alone: the depth clamped at 0 (a closing one with none open
+    is ignored), which is the running sum minus its lowest value so far, as in `nesting_depth`."""
+    depth = deepest = 0
+    for code in brackets:
+        if code in opening:
+            depth += 1
+            deepest = max(deepest, depth)
+        elif depth:
+            depth -= 1
+    return deepest
+
+
+@functools.lru_cache(maxsize=8)
 def _bracket_steps(opening: str, closing: str) -> np.ndarray:
     steps = np.zeros(256, dtype=np.int32)
     steps[[ord(c) for c in opening]] = 1
@@ -143,12 +184,20 @@ def _bracket_steps(opening: str, closing: str) -> np.ndarray:
     return steps
 
 
+_FEW_BRACKETS = 256
+"""Up to this many brackets a Python loop over them alone beats numpy's per-call cost."""
+
+
 def nesting_depth(text: str, opening: str = "([{", closing: str = ")]}") -> int:
     """Deepest nesting of the (ASCII) `opening` brackets; a closing one with none open is ignored. With c the
     running sum of +1/-1 over the UTF-8 bytes, depth_i = c_i - min(0, min_{j<=i} c_j): numpy instead of a
-    Python loop per character."""
+    Python loop per character; with few brackets, a loop over the brackets alone (deleted from the rest in C)."""
     if not any(bracket in text for bracket in opening):  # running sums never above 0: no depth to measure
         return 0
-    codes = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+    raw = text.encode("utf-8", "surrogatepass")
+    brackets = raw.translate(None, _not_brackets(opening + closing))
+    if len(brackets) <= _FEW_BRACKETS:
+        return _loop_depth(brackets, frozenset(opening.encode("ascii")))
+    codes = np.frombuffer(raw, dtype=np.uint8)
     running = np.cumsum(_bracket_steps(opening, closing)[codes])
     return int((running - np.minimum(np.minimum.accumulate(running), 0)).max())

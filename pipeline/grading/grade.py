@@ -1,7 +1,8 @@
 """The grade stage over Arrow batches: what the job's tasks run.
 
 1. `analyse_batch`: domain (and what decided it), quality signals and failed rules, keep or drop;
-2. `vocabulary_counts`: word counts of the kept science and general documents (for rare words);
+2. `vocabulary_counts`: word counts of the kept science and general documents (for rare words); the job
+   has `analyse_batch` count them during step 1 instead (the same counts, without masking every text again);
 3. `grade_batch`: the learned model's difficulty and tier for the domains it covers (whole batch at once per
    domain); per-domain hand-grader features and the raw score for the others.
 The job then ranks the hand-graded scores within each domain (pipeline/grading/ranking.py) into `difficulty`
@@ -68,8 +69,11 @@ GRADED_COLUMNS = tuple(GRADED_SCHEMA.names)
 WORD_COUNT_SCHEMA = pa.schema([pa.field("word", pa.string()), pa.field("count", pa.int64())])
 
 
-def analyse_batch(batch: pa.RecordBatch, cfg: GradeConfig, classifier=None) -> pa.RecordBatch:
-    """Step 1 for one batch of documents (DOCUMENT_SCHEMA columns at least)."""
+def analyse_batch(batch: pa.RecordBatch, cfg: GradeConfig, classifier=None,
+                  vocabulary: Counter[str] | None = None) -> pa.RecordBatch:
+    """Step 1 for one batch of documents (DOCUMENT_SCHEMA columns at least). With a `vocabulary`, step 2 is
+    folded in: the words of the kept science and general documents are counted into it, as
+    `vocabulary_counts` counts them, right after each document's filters (its masked words still cached)."""
     texts = batch.column("text").to_pylist()
     hints, langs, uris = (batch.column(n).to_pylist() for n in ("domain", "lang", "uri"))
     domains, deciders, qualities, keeps, reasons = [], [], [], [], []
@@ -87,6 +91,8 @@ def analyse_batch(batch: pa.RecordBatch, cfg: GradeConfig, classifier=None) -> p
             qualities.append({"signals": [], "passed": True, "failed": []})
         keeps.append(keep)
         reasons.append(reason)
+        if vocabulary is not None and keep and decision.domain in PROSE_DOMAINS:
+            vocabulary.update(prose_vocabulary(text))
     columns = _base_columns(batch)
     columns += [pa.array(domains, pa.string()), pa.array(deciders, pa.string()),
                 pa.array(qualities, QUALITY_TYPE), pa.array(keeps, pa.bool_()), pa.array(reasons, pa.string())]
@@ -101,11 +107,14 @@ def vocabulary_counts(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBa
             if domain in PROSE_DOMAINS:
                 counts.update(prose_vocabulary(text))
     if counts:
-        words = sorted(counts)
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(words, pa.string()), pa.array([counts[w] for w in words], pa.int64())],
-            schema=WORD_COUNT_SCHEMA,
-        )
+        yield word_count_batch(counts)
+
+
+def word_count_batch(counts: Counter[str]) -> pa.RecordBatch:
+    """`counts` as a WORD_COUNT_SCHEMA batch, in word order."""
+    words = sorted(counts)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(words, pa.string()), pa.array([counts[w] for w in words], pa.int64())], schema=WORD_COUNT_SCHEMA)
 
 
 def grade_batch(batch: pa.RecordBatch, cfg: GradeConfig, context: GradeContext,

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import jobs.grade as grade_job
+from jobs.common import write_parquet_table
 from pipeline.commit import JobOutput
 from pipeline.config import IngestConfig, SourceConfig, parse_build
 from pipeline.documents import DOCUMENT_COLUMNS, documents_table
@@ -99,15 +100,31 @@ def commit_fake_dedup(output: str, rows: list[dict], files: int) -> None:
     job.commit(tmp_uri, "fake-dedup", ledger)
 
 
+def commit_laid_out_dedup(spark, output: str, rows: list[dict], files: int) -> None:
+    """Commit `rows` as job "dedup" laid out as the jobs write their tables (write_parquet_table: hash of id
+    into `files` files, each sorted by id), so that the grade job can map part to part."""
+    job = JobOutput(output, "dedup")
+    tmp_uri = job.begin()
+    write_parquet_table(spark.createDataFrame(documents_table(rows)), f"{tmp_uri}/documents", files)
+    ledger = Ledger(job="dedup")
+    ledger.add("all", "written", None, len(rows))
+    job.commit(tmp_uri, "fake-dedup", ledger)
+
+
 def build_config(root: Path, extra: str = ""):
     text = f'[build]\nname = "grade-test"\noutput = "{root}/build"\noutput_files = 2\n' \
            '[[sources]]\nname = "unused"\nuri = "unused.jsonl"\nformat = "jsonl"\n' + extra
     return parse_build(text, str(root / "build.toml"))
 
 
-def run_grade(spark, root: Path, rows: list[dict], files: int, extra: str = ""):
+def run_grade(spark, root: Path, rows: list[dict], files: int, extra: str = "", laid_out: bool = False):
+    """Grade `rows` committed as dedup's output in `files` plain files, or (`laid_out`) as the jobs lay out
+    their tables, which the grade job maps part to part."""
     cfg = build_config(root, extra)
-    commit_fake_dedup(cfg.build.output, rows, files)
+    if laid_out:
+        commit_laid_out_dedup(spark, cfg.build.output, rows, cfg.build.output_files)
+    else:
+        commit_fake_dedup(cfg.build.output, rows, files)
     result = grade_job.run(spark, cfg)
     out = Path(fsspec.core.url_to_fs(JobOutput(cfg.build.output, "grade").uri)[1])
     return SimpleNamespace(cfg=cfg, result=result, out=out,
@@ -202,6 +219,24 @@ def test_deterministic_across_input_partitions(spark, graded, upstream, tmp_path
     assert grade_job.run(spark, single.cfg).skipped  # committed with the same inputs: nothing to do
 
 
+def test_part_to_part_writes_the_bytes_of_the_shuffled_path(spark, graded, upstream, tmp_path, monkeypatch):
+    cfg = build_config(tmp_path)
+    commit_laid_out_dedup(spark, cfg.build.output, upstream, cfg.build.output_files)
+    mapped = []
+    grade_parts = grade_job.grade_parts
+    monkeypatch.setattr(grade_job, "grade_parts", lambda *args: mapped.append(args) or grade_parts(*args))
+    result = grade_job.run(spark, cfg)
+    assert mapped, "the laid-out upstream did not take the part-to-part path"
+    out = Path(fsspec.core.url_to_fs(result.uri)[1])
+    names = sorted(p.name for p in (out / "documents").iterdir())
+    assert names == sorted(p.name for p in (graded.out / "documents").iterdir())
+    for name in names:
+        assert (out / "documents" / name).read_bytes() == (graded.out / "documents" / name).read_bytes(), name
+    assert (out / "report.json").read_bytes() == (graded.out / "report.json").read_bytes()
+    assert result.ledger.to_json() == graded.result.ledger.to_json()
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in graded.out.iterdir())
+
+
 def test_flag_mode_keeps_failing_documents_and_reports_them(spark, upstream, tmp_path):
     rows = [r for r in upstream if r["source"] in ("bad", "stdlib")]
     flagged = run_grade(spark, tmp_path, rows, files=2, extra='[grade.filters]\naction = "flag"\n')
@@ -226,7 +261,8 @@ def test_model_tiers_do_not_depend_on_the_rest_of_the_build(spark, upstream, tmp
     extra += [{**r, "id": f"extra/{r['id']}", "text": r["text"] + "\n\nCheck: substitute back and simplify."}
               for r in core if r["source"] == "math"]
     small = run_grade(spark, tmp_path / "a", core, files=1, extra=MODEL)
-    large = run_grade(spark, tmp_path / "b", sorted(core + extra, key=lambda r: r["id"]), files=2, extra=MODEL)
+    large = run_grade(spark, tmp_path / "b", sorted(core + extra, key=lambda r: r["id"]), files=2, extra=MODEL,
+                      laid_out=True)  # part to part: the model's tiers through that path too
     graded = {r["id"]: (r["difficulty"], r["tier"]) for r in small.rows}
     assert len(graded) >= 60 and {r["domain"] for r in small.rows} == {"math", "code"}
     assert {i: v for i, v in ((r["id"], (r["difficulty"], r["tier"])) for r in large.rows) if i in graded} == graded

@@ -189,13 +189,44 @@ def test_vectorised_repetition_signals_equal_the_gopher_definitions():
             assert top[n - 1] == grams.top_fraction(n) and dup[10 - n] == grams.dup_fraction(n), (tokens, n)
 
 
-@pytest.mark.parametrize("text", ["", "a 1 b2 -- 3.4 ok", "x\x1cy\x1f12 #a\t\x0b\x0c!!", "don't 42", "naïve ½ ² ٣ 中文 x1 ..."])
+@pytest.mark.parametrize("text", ["", "a 1 b2 -- 3.4 ok", "x\x1cy\x1f12 #a\t\x0b\x0c!!", "don't 42", "naïve ½ ² ٣ 中文 x1 ...",
+                                  "é\u2003-\u3000½x\x85–—\u00a0ß ٣٤ \u2028Ⅻ",
+                                  "Rock'n'Roll 'quoted' it's '' a''b x' 'y O'NEIL_x9'z \x1cdon't",
+                                  "The\tthe\x0bTHE of,of With\x1fwith AND thatx\r\nhave be\x0cto",
+                                  " the", "of ", "\x1c\x1dand\x1e", "With"])
 def test_word_counts_equal_their_definitions(text):
     """The fast paths (ASCII bytes, a plain class on lower-case text) count what the definitions count."""
-    from pipeline.filters.prose import _alpha_tokens
+    from pipeline.filters.prose import STOP_WORDS, token_counts
     from pipeline.filters.text import _ALPHA_WORD, alpha_words
 
     tokens = text.split()
-    assert _alpha_tokens(text, tokens, text.isascii()) == sum(1 for t in tokens if any(c.isalpha() for c in t))
+    assert token_counts(text) == (len(tokens), sum(len(t) for t in tokens),
+                                  sum(1 for t in tokens if any(c.isalpha() for c in t)),
+                                  len(STOP_WORDS.intersection(t.lower() for t in tokens)))
     assert alpha_words(text) == [w.lower() for w in _ALPHA_WORD.findall(text)]
     assert alpha_words(text.upper()) == [w.lower() for w in _ALPHA_WORD.findall(text.upper())]
+
+
+def test_nesting_depth_equals_its_definition_with_few_and_many_brackets():
+    """Both paths of `nesting_depth` (a loop over the brackets alone, numpy over every byte) give the depth
+    clamped at 0 of a plain walk over the characters."""
+    import random
+
+    from pipeline.filters.text import _FEW_BRACKETS, nesting_depth
+
+    def walked(text: str, opening: str, closing: str) -> int:
+        depth = deepest = 0
+        for c in text:
+            if c in opening:
+                depth += 1
+                deepest = max(deepest, depth)
+            elif c in closing and depth:
+                depth -= 1
+        return deepest
+
+    rng = random.Random(7)
+    for size in (0, 5, 40, _FEW_BRACKETS, _FEW_BRACKETS + 1, 3 * _FEW_BRACKETS):
+        for _ in range(30):
+            text = "".join(rng.choice("(){}[]ab é\n") for _ in range(size))
+            for opening, closing in (("([{", ")]}"), ("{", "}")):
+                assert nesting_depth(text, opening, closing) == walked(text, opening, closing), (text, opening)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections import Counter
 
 from click.testing import CliRunner
 
@@ -62,6 +63,11 @@ def test_grade_adds_features_and_score():
     analysed = analyse_batch(batch(), GradeConfig())
     counts = {r["word"]: r["count"] for b in vocabulary_counts([analysed]) for r in b.to_pylist()}
     assert counts["the"] == 2 * PROSE.lower().split().count("the")  # documents a and b are general prose
+    folded = Counter()  # step 2 folded into step 1 (as the job runs it): the kept documents' counts
+    analyse_batch(batch(), GradeConfig(), vocabulary=folded)
+    kept = analysed.filter(analysed.column("keep"))
+    assert folded == Counter({r["word"]: r["count"] for b in vocabulary_counts([kept]) for r in b.to_pylist()})
+    assert folded["the"] == PROSE.lower().split().count("the")  # b is dropped (lorem ipsum)
     scored = grade_batch(analysed, GradeConfig(), GradeContext(common_words=frozenset(counts)))
     assert scored.schema == SCORED_SCHEMA
     rows = {r["id"]: r for r in scored.to_pylist()}

@@ -122,6 +122,28 @@ def test_prose_readability_and_rare_words():
     assert score("general", hard, "en") > score("general", simple, "en")
 
 
+
+@pytest.mark.parametrize("text", [
+    "", "call foo() and foo(x) then os.path.join a_b camelCase CamelCase Zebra. x_ _x",
+    "naïve_ünï ÉtéX a.b.c (a) ((b)) \u2003snake_case\u3000 os.path\x1cfoo() ..._..",
+])
+def test_prose_counts_equal_their_definitions(text):
+    """The prose grader's counting shortcuts count what their plain definitions count."""
+    from collections import Counter
+
+    from pipeline.grading.prose_grader import (
+        _IDENTIFIER,
+        _rare_word_fraction,
+        identifier_count,
+        rare_word_fraction,
+    )
+
+    assert identifier_count(text) == sum(n for t, n in Counter(text.split()).items() if _IDENTIFIER.match(t))
+    vocabulary = text.lower().split()
+    for common in (None, frozenset(), frozenset(vocabulary[::2])):
+        expected = rare_word_fraction(vocabulary, common)
+        assert _rare_word_fraction(Counter(vocabulary), len(vocabulary), common) == expected
+
 TRACE_DOCUMENT = """<|source|>
 def outer(x):
     if x > 0:
@@ -200,7 +222,8 @@ def test_code_patterns_match_what_their_backtracking_forms_match():
     branch = re.compile(r"\b(?:if|elif|elsif|for|foreach|while|case|catch|except|when|guard|unless)\b|&&|\|\|")
     pieces = [" ", "  ", "\t", "\n", "def ", "int ", "x", "foo", "(", ")", ";", "{", "}", "*", "<T>", "//", "#",
               "# include <a.h>", "import os", "use std::io", "require('m')", "import", "use", "require", "#", "if", "for", "&&", "|", "yield",
-              "async", "class ", "classes", "enum", "impl", "struct ", ":", ",", "-", "%", "\"", "'", "é"]
+              "async", "class ", "classes", "enum", "impl", "struct ", ":", ",", "-", "%", "\"", "'", "é",
+              "--", ";", "/*", "\u2003", "\x1c", "\r"]
     rng = random.Random(0)
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 16)))
@@ -212,7 +235,9 @@ def test_code_patterns_match_what_their_backtracking_forms_match():
             len(branch.findall(text)), text
         assert runs["yield"] == len(re.findall(r"\byield\b", text)), text
         features = code_grader.token_features(text)
-        body = "\n".join(line for line in text.split("\n") if line.strip() and not plain["_COMMENT"].match(line))
+        code = [line for line in text.split("\n") if line.strip() and not plain["_COMMENT"].match(line)]
+        assert code_grader._code_lines(text) == code, text
+        body = "\n".join(code)
         assert features["imports"] == len({next(g for g in m if g) for m in plain["_IMPORT"].findall(body)}), text
         assert features["classes"] == len(re.findall(r"\b(?:class|struct|interface|trait|impl|enum)\s+\w+", body))
         assert features["cyclomatic"] == 1 + len(branch.findall(body)), text
