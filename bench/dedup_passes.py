@@ -118,7 +118,7 @@ def main() -> None:
             run()
             times.append(time.process_time() - start)
         best = min(times)
-        print(f"{name}: best {best:.3f} CPU-s of {['%.3f' % t for t in times]}: "
+        print(f"{name}: best {best:.3f} CPU-s of {[f'{t:.3f}' for t in times]}: "
               f"{best / docs * 1e6:.1f} us/doc, {docs / best:,.0f} docs/CPU-s")
 
 

@@ -7,9 +7,8 @@ import random
 
 import numpy as np
 import pyarrow as pa
-import pytest
-
 import pyarrow.compute as pc
+import pytest
 
 from pipeline.dedup.boilerplate import (
     _COMMENT,
@@ -25,6 +24,7 @@ from pipeline.dedup.features import _distinct_lists
 from pipeline.dedup.kernels import insert_spaces_kernel
 from pipeline.dedup.minhash import compiled_signatures, signatures
 from pipeline.dedup.normalize import (
+    _bounds,
     blank_to_space,
     code_bytes,
     code_bytes_by_regex,
@@ -37,7 +37,6 @@ from pipeline.dedup.normalize import (
     prose_tokens,
     render,
 )
-from pipeline.dedup.normalize import _bounds
 from pipeline.dedup.shingles import code_shingles, prose_shingles, shingle_hashes
 
 # ASCII words, digits, marks and every kind of blank; non-ASCII letters, digits, marks (combining and

@@ -12,8 +12,8 @@ from pipeline.dedup import minhash, shingles
 from pipeline.dedup.config import NearConfig
 from pipeline.dedup.minhash import (
     band_keys,
-    compiled_band_keys,
     candidate_probability,
+    compiled_band_keys,
     layout_for_recall,
     permutations,
     signature_jaccard,
