@@ -141,15 +141,8 @@ class _PythonVisitor:
             self._visit_function(node)
         elif kind in _COMPOUND:
             self._nested(node)
-        else:  # ast.iter_child_nodes, inlined: its two generators per node cost more than the visit
-            for name in node._fields:
-                value = getattr(node, name, None)
-                if isinstance(value, ast.AST):
-                    self.visit(value)
-                elif isinstance(value, list):
-                    for item in value:
-                        if isinstance(item, ast.AST):
-                            self.visit(item)
+        else:
+            self._visit_children(node)
 
     def _visit_function(self, node) -> None:
         self._stack.append({"name": node.name, "decisions": 0, "yields": False, "recursive": False})
@@ -163,7 +156,12 @@ class _PythonVisitor:
     def _nested(self, node: ast.AST) -> None:
         self.depth += 1
         self.max_depth = max(self.max_depth, self.depth)
-        for name in node._fields:  # ast.iter_child_nodes, inlined as in `_visit`
+        self._visit_children(node)
+        self.depth -= 1
+
+    def _visit_children(self, node: ast.AST) -> None:
+        """`ast.iter_child_nodes` without its two generators per node, which cost more than the visit."""
+        for name in node._fields:
             value = getattr(node, name, None)
             if isinstance(value, ast.AST):
                 self.visit(value)
@@ -171,7 +169,6 @@ class _PythonVisitor:
                 for item in value:
                     if isinstance(item, ast.AST):
                         self.visit(item)
-        self.depth -= 1
 
     def _decide(self, count: int) -> None:
         self.decisions += count
